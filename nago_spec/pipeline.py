@@ -1,0 +1,260 @@
+"""The spec compiled into a search problem: its space, cheap metrics and the evaluation of one point."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nago_spec.callables import load_callable
+from nago_spec.errors import TrialError
+from nago_spec.objectives import OBJECTIVES, EvalContext
+from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
+from nago_spec.seeds import sample_seed
+from nago_spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from nago_spec.spec import Range, Spec
+
+LEVELS = ("top", "mid", "bottom")
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the generator needs to know of the data: input channels, image size, classes."""
+
+    in_channels: int
+    image_size: tuple[int, int]
+    num_classes: int
+
+    @classmethod
+    def of(cls, data: Any) -> DataShape:
+        return cls(data.in_channels, tuple(data.image_size), data.num_classes)
+
+
+def build_space(spec: Spec) -> SearchSpace:
+    """The searched parameters of a spec: ``level.key`` for each [low, high] of an hnag level."""
+    params: list[Any] = []
+    if spec.space.kind == "params":
+        for name, p in spec.space.params.items():
+            if p.type == "categorical":
+                params.append(CategoricalParam(name, tuple(p.choices)))
+            elif p.type == "int":
+                params.append(IntParam(name, int(p.low), int(p.high), log=p.log))
+            else:
+                params.append(FloatParam(name, float(p.low), float(p.high), log=p.log))
+        return SearchSpace(tuple(params))
+    from nago_spec.graphs import GRAPH_MODELS
+
+    for level in LEVELS:
+        lspec = getattr(spec.space, level)
+        kinds = {gp.name: gp.kind for gp in GRAPH_MODELS.get(lspec.graph).params}
+        for key, value in lspec.params.items():
+            if isinstance(value, Range):
+                cls = IntParam if kinds[key] is int else FloatParam
+                params.append(cls(f"{level}.{key}", value.low, value.high, log=value.log))
+    return SearchSpace(tuple(params))
+
+
+def hnag_config(spec: Spec, params: Mapping[str, Any]):
+    """The generator configuration of one point: fixed values from the spec, searched ones from ``params``."""
+    from nago_spec.generator import HnagConfig, LevelConfig
+
+    levels = {}
+    for level in LEVELS:
+        lspec = getattr(spec.space, level)
+        values = {
+            key: (params[f"{level}.{key}"] if isinstance(v, Range) else v) for key, v in lspec.params.items()
+        }
+        levels[level] = LevelConfig(lspec.graph, values)
+    s = spec.space
+    return HnagConfig(
+        **levels,
+        param_budget=s.param_budget,
+        stage_ratios=tuple(s.stage_ratios),
+        channel_ratios=tuple(s.channel_ratios),
+        head_width=s.head_width,
+        share_graphs=s.share_graphs,
+    )
+
+
+def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape: DataShape):
+    """The architecture a point generates with ``seed``."""
+    from nago_spec.generator import sample_architecture as sample
+
+    return sample(
+        hnag_config(spec, params),
+        seed,
+        in_channels=shape.in_channels,
+        image_size=shape.image_size,
+        num_classes=shape.num_classes,
+    )
+
+
+class Evaluator:
+    """Evaluates points of a spec: samples, trains and scores architectures (or calls a black box).
+
+    Holds the imported custom callables, so construct it once per process.
+    """
+
+    def __init__(self, spec: Spec, run_dir: Path | None = None):
+        self.spec = spec
+        self.run_dir = run_dir
+        base = spec.path.parent
+        # objectives naming the same callable share one call per evaluation
+        self._callables: dict[str, Callable[..., Any]] = {
+            o.callable: _adapt(load_callable(o.callable, base)) for o in spec.objectives if o.callable
+        }
+        self.objectives = tuple(
+            ObjectiveInfo(o.name, o.direction, o.cheap if o.callable else OBJECTIVES.get(o.name).cheap)
+            for o in spec.objectives
+        )
+
+    # -- problem -----------------------------------------------------------------------------------
+    def problem(self, shape: DataShape | None) -> Problem:
+        """The optimiser's view: space, objectives, constraints and exact cheap metrics."""
+        names = {o.name for o in self.objectives}
+        constrained = tuple(
+            ObjectiveInfo(c.objective, OBJECTIVES.get(c.objective).direction, OBJECTIVES.get(c.objective).cheap)
+            for c in self.spec.constraints
+            if c.objective not in names
+        )
+        cheap_names = [o.name for o in self.objectives + constrained if o.cheap]
+        cheap_fn = None
+        if cheap_names:
+
+            def cheap_fn(params: Mapping[str, Any], trial_id: int) -> dict[str, float]:
+                return self.cheap_values(params, trial_id, shape, cheap_names)
+
+        return Problem(
+            space=build_space(self.spec),
+            objectives=self.objectives,
+            constraints=tuple(ConstraintInfo(c.objective, c.min, c.max) for c in self.spec.constraints),
+            cheap_fn=cheap_fn,
+        )
+
+    def cheap_values(
+        self, params: Mapping[str, Any], trial_id: int, shape: DataShape | None, names: list[str]
+    ) -> dict[str, float]:
+        """Exact values of the cheap objectives for the first architecture trial ``trial_id`` would build."""
+        seed = sample_seed(self.spec.seed, trial_id, 0)
+        arch = sample_architecture(self.spec, params, seed, shape) if self._is_network else None
+        ctx = EvalContext(params=dict(params), seed=seed, architecture=arch, run_dir=self.run_dir)
+        return self._score(ctx, names)
+
+    @property
+    def _is_network(self) -> bool:
+        return self.spec.space.kind != "params"
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, params: Mapping[str, Any], trial_id: int, data: Any) -> tuple[dict[str, float], list[dict]]:
+        """Values of every objective (mean over the sampled architectures) and one record per sample.
+
+        Raises TrialError for anything that makes the point unusable (NaN loss, a bad objective value).
+        """
+        names = [o.name for o in self.objectives] + [
+            c.objective for c in self.spec.constraints if c.objective not in {o.name for o in self.objectives}
+        ]
+        if not self._is_network:
+            ctx = EvalContext(params=dict(params), seed=sample_seed(self.spec.seed, trial_id, 0), run_dir=self.run_dir)
+            values = self._score(ctx, names)
+            return values, [{"sample": 0, "seed": ctx.seed, "values": values}]
+
+        from nago_spec.network import Normalize, build_network
+        from nago_spec.train import train
+
+        import torch.nn as nn
+
+        shape = DataShape.of(data)
+        t = self.spec.train
+        samples = []
+        for s in range(t.samples_per_point):
+            seed = sample_seed(self.spec.seed, trial_id, s)
+            start = time.perf_counter()
+            arch = sample_architecture(self.spec, params, seed, shape)
+            model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
+            result = train(
+                model,
+                data,
+                epochs=t.epochs,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                momentum=t.momentum,
+                nesterov=t.nesterov,
+                weight_decay=t.weight_decay,
+                seed=seed,
+                max_seconds=t.max_seconds,
+            )
+            ctx = EvalContext(
+                params=dict(params), seed=seed, architecture=arch, model=model, data=data,
+                train_result=result, run_dir=self.run_dir,
+            )
+            values = self._score(ctx, names)
+            samples.append(
+                {
+                    "sample": s,
+                    "seed": seed,
+                    "values": values,
+                    "train": {
+                        "val_accuracy": result.val_accuracy,
+                        "epochs": result.epochs,
+                        "seconds": result.seconds,
+                        "images_per_second": result.images_per_second,
+                    },
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+        mean = {n: sum(smp["values"][n] for smp in samples) / len(samples) for n in names}
+        return mean, samples
+
+    def _score(self, ctx: EvalContext, names: list[str]) -> dict[str, float]:
+        """Compute the named objectives; custom callables are called once per distinct callable."""
+        by_name = {o.name: o for o in self.spec.objectives}
+        out: dict[str, float] = {}
+        results: dict[str, Any] = {}
+        for name in names:
+            ospec = by_name.get(name)
+            if ospec is not None and ospec.callable:
+                if ospec.callable not in results:
+                    fn = self._callables[ospec.callable]
+                    try:
+                        results[ospec.callable] = fn(ctx)
+                    except Exception as exc:  # a user's objective failing is the trial's failure, not the run's
+                        raise TrialError(f"objective {name!r} ({ospec.callable}) raised {type(exc).__name__}: {exc}") from exc
+                raw = results[ospec.callable]
+                if isinstance(raw, Mapping):
+                    if name not in raw:
+                        raise TrialError(
+                            f"objective {name!r} ({ospec.callable}) returned a mapping without key {name!r}"
+                            f" (keys: {', '.join(map(str, raw))})"
+                        )
+                    raw = raw[name]
+                value = _as_float(raw, name)
+            else:
+                value = _as_float(OBJECTIVES.get(name).compute(ctx), name)
+            out[name] = value
+        return out
+
+
+def _adapt(fn: Callable[..., Any]) -> Callable[[EvalContext], Any]:
+    """Call a user objective as ``fn(params)`` or, when it takes two arguments, ``fn(params, context)``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_ctx = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):  # builtins without a signature: params only
+        takes_ctx = False
+    if takes_ctx:
+        return lambda ctx: fn(ctx.params, ctx)
+    return lambda ctx: fn(ctx.params)
+
+
+def _as_float(raw: Any, name: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) and not hasattr(raw, "__float__"):
+        raise TrialError(f"objective {name!r} returned {type(raw).__name__} {raw!r}, not a number")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise TrialError(f"objective {name!r} returned {value}, not a finite number")
+    return value

@@ -1,0 +1,266 @@
+"""Reports of a run: trials.csv, pareto.csv, report.md, pareto.png and hv.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nago_spec.pareto import hypervolume, pareto_indices, to_minimization
+from nago_spec.problem import ConstraintInfo, ObjectiveInfo
+from nago_spec.store import TrialRecord, TrialState
+
+
+@dataclass(frozen=True)
+class Front:
+    """The feasibility-aware Pareto front of the complete trials, and the hypervolume scale.
+
+    ``ideal``/``ref`` bound the minimisation-space box the hypervolume is normalised to, so a run's
+    hypervolume lies in [0, 1] and is comparable from one evaluation to the next.
+    """
+
+    complete: list[TrialRecord]
+    pareto: list[TrialRecord]
+    feasible: list[bool]
+    ideal: np.ndarray
+    ref: np.ndarray
+
+
+def violation(values: dict[str, float], constraints: Sequence[ConstraintInfo]) -> float:
+    return float(sum(c.violation(values[c.objective]) for c in constraints if c.objective in values))
+
+
+def front(
+    trials: Sequence[TrialRecord], objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]
+) -> Front:
+    complete = [t for t in trials if t.state is TrialState.COMPLETE and t.values]
+    m = len(objectives)
+    if not complete:
+        return Front([], [], [], np.zeros(m), np.ones(m))
+    F = to_minimization([t.values for t in complete], objectives)
+    viol = np.array([violation(t.values, constraints) for t in complete])
+    idx = pareto_indices(F, viol)
+    feasible = viol <= 0
+    pool = F[feasible] if feasible.any() else F
+    ideal, worst = pool.min(axis=0), pool.max(axis=0)
+    span = np.where(worst > ideal, worst - ideal, np.maximum(np.abs(worst), 1.0))
+    return Front(complete, [complete[i] for i in idx], list(feasible), ideal, worst + 0.1 * span)
+
+
+def normalised_hv(F: np.ndarray, fr: Front) -> float:
+    """Hypervolume of minimisation-space points ``F`` (n x m) in the front's unit box."""
+    if len(F) == 0:
+        return 0.0
+    scale = fr.ref - fr.ideal
+    return float(hypervolume((F - fr.ideal) / scale, np.ones(len(fr.ideal))))
+
+
+def hv_history(
+    trials: Sequence[TrialRecord], objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]
+) -> list[tuple[int, float]]:
+    """(evaluations, hypervolume of the feasible points so far), in order of completion."""
+    fr = front(trials, objectives, constraints)
+    done = sorted(
+        (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAILED)),
+        key=lambda t: (t.finished or 0.0, t.id),
+    )
+    points: list[np.ndarray] = []
+    out = []
+    for n, t in enumerate(done, start=1):
+        if t.state is TrialState.COMPLETE and t.values and violation(t.values, constraints) <= 0:
+            points.append(to_minimization([t.values], objectives)[0])
+        out.append((n, normalised_hv(np.array(points).reshape(-1, len(objectives)), fr)))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def trial_rows(
+    trials: Sequence[TrialRecord], param_names: Sequence[str], objective_names: Sequence[str],
+    constraints: Sequence[ConstraintInfo],
+) -> list[dict[str, Any]]:
+    """One row a trial: trial, state, parameters, objectives, feasibility, seconds, error."""
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {"trial": t.id, "state": t.state.value}
+        row.update({p: t.params.get(p, "") for p in param_names})
+        values = t.values or {}
+        row.update({o: values.get(o, "") for o in objective_names})
+        if constraints:
+            row["feasible"] = "" if not values else violation(values, constraints) <= 0
+        row["seconds"] = "" if t.seconds is None else round(t.seconds, 2)
+        row["error"] = (t.error or "").splitlines()[0] if t.error else ""
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_pareto(path: Path, fr: Front, objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]) -> None:
+    """Every complete trial, the front highlighted, constraint bounds dashed (first two objectives)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
+    names = [o.name for o in objectives]
+    if len(names) == 1:
+        xs = [t.id for t in fr.complete]
+        ax.scatter(xs, [t.values[names[0]] for t in fr.complete], c="0.6", s=18, label="trials")
+        ax.scatter([t.id for t in fr.pareto], [t.values[names[0]] for t in fr.pareto], c="C3", s=40, label="best")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(names[0])
+    else:
+        xn, yn = names[1], names[0]  # size on x, quality on y: the usual accuracy-vs-size picture
+        feas = np.array(fr.feasible, dtype=bool)
+        x = np.array([t.values[xn] for t in fr.complete])
+        y = np.array([t.values[yn] for t in fr.complete])
+        ax.scatter(x[feas], y[feas], c="0.55", s=18, label="trials")
+        if (~feas).any():
+            ax.scatter(x[~feas], y[~feas], c="0.75", marker="x", s=18, label="infeasible")
+        px = np.array([t.values[xn] for t in fr.pareto])
+        py = np.array([t.values[yn] for t in fr.pareto])
+        order = np.argsort(px)
+        ax.step(px[order], py[order], where="post", c="C3", lw=1)
+        ax.scatter(px, py, c="C3", s=40, zorder=3, label="Pareto front")
+        for c in constraints:
+            for bound in (c.min, c.max):
+                if bound is None:
+                    continue
+                if c.objective == xn:
+                    ax.axvline(bound, ls="--", c="C0", lw=1, label=f"{xn} bound")
+                elif c.objective == yn:
+                    ax.axhline(bound, ls="--", c="C0", lw=1, label=f"{yn} bound")
+        if len(x) and x.min() > 0 and x.max() / x.min() > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(xn)
+        ax.set_ylabel(yn)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_hv(path: Path, history: list[tuple[int, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    if history:
+        n, hv = zip(*history)
+        ax.plot(n, hv, c="C3", marker="o", ms=3)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(
+    run_dir: Path,
+    *,
+    name: str,
+    strategy: str,
+    budget: int,
+    trials: Sequence[TrialRecord],
+    param_names: Sequence[str],
+    objectives: Sequence[ObjectiveInfo],
+    constraints: Sequence[ConstraintInfo],
+    wall_seconds: float | None = None,
+) -> Front:
+    """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir``."""
+    onames = [o.name for o in objectives]
+    extra = sorted({c.objective for c in constraints} - set(onames))
+    cols = ["trial", "state", *param_names, *onames, *extra]
+    if constraints:
+        cols.append("feasible")
+    cols += ["seconds", "error"]
+    rows = trial_rows(trials, param_names, onames + extra, constraints)
+    write_csv(run_dir / "trials.csv", rows, cols)
+    fr = front(trials, objectives, constraints)
+    pareto_ids = {t.id for t in fr.pareto}
+    write_csv(run_dir / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
+    plot_pareto(run_dir / "pareto.png", fr, objectives, constraints)
+    history = hv_history(trials, objectives, constraints)
+    plot_hv(run_dir / "hv.png", history)
+
+    states = {s: sum(t.state is s for t in trials) for s in TrialState}
+    lines = [
+        f"# {name}",
+        "",
+        f"- strategy: {strategy}; budget: {budget} evaluations",
+        "- trials: " + ", ".join(f"{n} {s.value.lower()}" for s, n in states.items() if n),
+    ]
+    if wall_seconds is not None:
+        lines.append(f"- wall time: {wall_seconds:.1f} s")
+    if history:
+        lines.append(f"- hypervolume (normalised, feasible points): {history[-1][1]:.4f}")
+    if constraints:
+        lines.append("- constraints: " + "; ".join(_constraint_text(c) for c in constraints))
+        if fr.complete and not any(fr.feasible):
+            lines.append("- **no trial is feasible**: the front below lists the least violating trials")
+    lines += ["", "## Pareto front", ""]
+    lines += _md_table([r for r in rows if r["trial"] in pareto_ids], ["trial", *onames, *extra, *param_names])
+    failed = [t for t in trials if t.state is TrialState.FAILED]
+    if failed:
+        lines += ["", "## Failed trials", ""]
+        lines += [f"- trial {t.id}: {(t.error or '').splitlines()[0] if t.error else ''}" for t in failed]
+    manifest = run_dir / "models" / "manifest.json"
+    if manifest.exists():
+        models = json.loads(manifest.read_text())["models"]
+        lines += ["", "## Exported models", ""]
+        lines += _md_table(
+            [
+                {
+                    "file": m["file"],
+                    "trial": m["trial"],
+                    "params": m["params"],
+                    "val accuracy": m["metrics"]["val_accuracy"],
+                    "test accuracy": m["metrics"].get("test_accuracy", ""),
+                    "max |ort - torch|": m["parity_max_abs_diff"],
+                }
+                for m in models
+            ],
+            ["file", "trial", "params", "val accuracy", "test accuracy", "max |ort - torch|"],
+        )
+    lines += ["", "Files: trials.csv, pareto.csv, pareto.png, hv.png" + (", models/" if manifest.exists() else ""), ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+    return fr
+
+
+def _constraint_text(c: ConstraintInfo) -> str:
+    parts = []
+    if c.min is not None:
+        parts.append(f"{c.objective} >= {_fmt(c.min)}")
+    if c.max is not None:
+        parts.append(f"{c.objective} <= {_fmt(c.max)}")
+    return " and ".join(parts)
+
+
+def _md_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> list[str]:
+    if not rows:
+        return ["(none)"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+    return out
+

@@ -1,0 +1,196 @@
+"""SQLite store of a run: the resolved spec and every trial with its state, values and timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from nago_spec.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+class TrialState(str, Enum):
+    PENDING = "PENDING"  # proposed, not started (or re-queued after a crash)
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored. ``values`` maps objective name to value (None unless COMPLETE)."""
+
+    id: int
+    state: TrialState
+    params: dict[str, Any]
+    values: dict[str, float] | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    host: str | None = None
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the last attempt in seconds."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+def _dumps(obj: Any) -> str:
+    # NaN/inf are not JSON; a stored value is always finite (the evaluator guarantees it)
+    return json.dumps(obj, sort_keys=True, allow_nan=False)
+
+
+class Store:
+    """A run's ``study.db``: WAL mode, one transaction per state change.
+
+    A crash at any point loses at most the trials that were RUNNING; ``requeue_running`` puts them
+    back to PENDING on resume.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            c.execute(
+                """CREATE TABLE IF NOT EXISTS trials (
+                    id INTEGER PRIMARY KEY,
+                    state TEXT NOT NULL,
+                    params TEXT NOT NULL,
+                    "values" TEXT,
+                    samples TEXT NOT NULL DEFAULT '[]',
+                    error TEXT,
+                    host TEXT,
+                    created REAL,
+                    started REAL,
+                    finished REAL,
+                    attempts INTEGER NOT NULL DEFAULT 0)"""
+            )
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version}, this nago-spec reads {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta ------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- trials ----------------------------------------------------------------------------------
+    def add_trials(self, first_id: int, params: list[Mapping[str, Any]]) -> list[int]:
+        """Insert PENDING trials ``first_id, first_id + 1, ...`` in one transaction."""
+        now = time.time()
+        ids = list(range(first_id, first_id + len(params)))
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO trials (id, state, params, created) VALUES (?, ?, ?, ?)",
+                [(i, TrialState.PENDING.value, _dumps(dict(p)), now) for i, p in zip(ids, params)],
+            )
+        return ids
+
+    def mark_running(self, trial_id: int, host: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE trials SET state = ?, host = ?, started = ?, finished = NULL,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (TrialState.RUNNING.value, host, time.time(), trial_id),
+            )
+
+    def complete(self, trial_id: int, values: Mapping[str, float], samples: list[dict[str, Any]]) -> None:
+        for name, v in values.items():
+            if not math.isfinite(v):
+                raise StoreError(f"trial {trial_id}: objective {name!r} is not finite ({v})")
+        with self._tx() as c:
+            c.execute(
+                'UPDATE trials SET state = ?, "values" = ?, samples = ?, error = NULL, finished = ?'
+                " WHERE id = ?",
+                (TrialState.COMPLETE.value, _dumps(dict(values)), _dumps(samples), time.time(), trial_id),
+            )
+
+    def fail(self, trial_id: int, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE trials SET state = ?, error = ?, finished = ? WHERE id = ?",
+                (TrialState.FAILED.value, error, time.time(), trial_id),
+            )
+
+    def requeue_running(self) -> list[int]:
+        """Put trials left RUNNING by a dead process back to PENDING; returns their ids."""
+        with self._tx() as c:
+            ids = [r[0] for r in c.execute("SELECT id FROM trials WHERE state = ?", (TrialState.RUNNING.value,))]
+            c.execute(
+                "UPDATE trials SET state = ?, started = NULL WHERE state = ?",
+                (TrialState.PENDING.value, TrialState.RUNNING.value),
+            )
+        return ids
+
+    def trials(self, state: TrialState | None = None) -> list[TrialRecord]:
+        """Every trial (or those in ``state``), ordered by id."""
+        sql = (
+            'SELECT id, state, params, "values", samples, error, host, created, started, finished, attempts'
+            " FROM trials"
+        )
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args = (state.value,)
+        rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            TrialRecord(
+                id=r[0],
+                state=TrialState(r[1]),
+                params=json.loads(r[2]),
+                values=None if r[3] is None else json.loads(r[3]),
+                samples=json.loads(r[4]),
+                error=r[5],
+                host=r[6],
+                created=r[7],
+                started=r[8],
+                finished=r[9],
+                attempts=r[10],
+            )
+            for r in rows
+        ]
+
+    def next_trial_id(self) -> int:
+        row = self._conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
+        return int(row[0])

@@ -1,0 +1,158 @@
+"""The ``nago`` command line: check, run, status, report, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from nago_spec import __version__
+from nago_spec.errors import DataError, NagoError, SpecError
+
+from runners.progress import MODES
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def check_summary(spec_path: Path) -> dict[str, Any]:
+    """What ``nago check`` prints: the validated spec, the data, the space and one sample network."""
+    from nago_spec.pipeline import DataShape, Evaluator, sample_architecture
+    from nago_spec.seeds import sample_seed
+    from nago_spec.spec import load_spec
+
+    from runners.worker import load_data
+
+    spec = load_spec(spec_path)
+    summary: dict[str, Any] = {"name": spec.name, "version": spec.version, "seed": spec.seed, "kind": spec.space.kind}
+    data = load_data(str(spec.path))
+    shape = DataShape.of(data) if data is not None else None
+    problem = Evaluator(spec).problem(shape)
+    if data is not None:
+        summary["data"] = {
+            "dataset": spec.data.dataset,
+            "path": str(spec.data.path) if spec.data.path else None,
+            "train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test),
+            "input": [data.in_channels, *data.image_size],
+            "classes": list(data.classes),
+        }
+    summary["space"] = [
+        {k: v for k, v in vars(p).items()} | {"type": type(p).__name__.removesuffix("Param").lower()}
+        for p in problem.space.params
+    ]
+    summary["objectives"] = [
+        {"name": o.name, "direction": o.direction, "cheap": o.cheap} for o in problem.objectives
+    ]
+    summary["constraints"] = [{"objective": c.objective, "min": c.min, "max": c.max} for c in problem.constraints]
+    summary["search"] = {"strategy": spec.search.strategy, "budget": spec.search.budget,
+                         "initial": spec.search.initial, "batch": spec.search.batch}
+    summary["run"] = {"backend": spec.run.backend, "workers": spec.run.workers}
+    if shape is not None:
+        import numpy as np
+
+        center = problem.space.from_unit(np.full(problem.space.dim, 0.5))
+        arch = sample_architecture(spec, center, sample_seed(spec.seed, 0, 0), shape)
+        summary["sample_network"] = {"params_point": center, **arch.summary()}
+    return summary
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print(f"{s['name']}: valid spec (version {s['version']}, kind {s['kind']}, seed {s['seed']})")
+    if "data" in s:
+        d = s["data"]
+        print(f"  data: {d['dataset']} {'x'.join(map(str, d['input']))}, {len(d['classes'])} classes, "
+              f"train {d['train']} / val {d['val']} / test {d['test']}")
+    print(f"  space: {len(s['space'])} searched parameters")
+    for p in s["space"]:
+        rng = f"{p['choices']}" if p["type"] == "categorical" else f"[{p['low']}, {p['high']}]" + (" log" if p.get("log") else "")
+        print(f"    {p['name']:<14} {p['type']:<11} {rng}")
+    print("  objectives: " + ", ".join(f"{o['name']} ({o['direction']}{', cheap' if o['cheap'] else ''})" for o in s["objectives"]))
+    if s["constraints"]:
+        print("  constraints: " + ", ".join(
+            f"{c['objective']}" + (f" >= {c['min']}" if c["min"] is not None else "") + (f" <= {c['max']}" if c["max"] is not None else "")
+            for c in s["constraints"]))
+    q = s["search"]
+    print(f"  search: {q['strategy']}, budget {q['budget']}, initial {q['initial']}, batch {q['batch']}; "
+          f"run: {s['run']['backend']} x {s['run']['workers'] or 'all cores'}")
+    if "sample_network" in s:
+        n = s["sample_network"]
+        print("  sample network (centre of the space): " + ", ".join(
+            f"{k} {v}" for k, v in n.items() if k != "params_point" and not isinstance(v, (dict, list))))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nago", description="Neural Architecture Generator Optimization from a TOML spec.")
+    p.add_argument("--version", action="version", version=f"nago-spec {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a spec and summarise its space and a sample network")
+    c.add_argument("spec", type=Path)
+    c.add_argument("--json", action="store_true", help="machine-readable summary")
+
+    r = sub.add_parser("run", help="run a spec, or resume the run already in its directory")
+    r.add_argument("spec", type=Path)
+    r.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--budget", type=int, help="evaluations in all (a resumed run may be extended)")
+    r.add_argument("--backend", help="local | process")
+    r.add_argument("--workers", type=int)
+    r.add_argument("--force-new", action="store_true", help="discard the run already in the directory")
+    r.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
+    r.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
+
+    for name, text in (("status", "one screen on a run"), ("report", "rewrite report.md, CSVs and plots"),
+                       ("export", "redo final training and ONNX export of a run's Pareto set")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("run_dir", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "check":
+            summary = check_summary(args.spec)
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            else:
+                _print_summary(summary)
+        elif args.command == "run":
+            from runners.run import RunOptions, run
+
+            run(args.spec, RunOptions(out=args.out, seed=args.seed, budget=args.budget, backend=args.backend,
+                                      workers=args.workers, force_new=args.force_new,
+                                      mode="quiet" if args.quiet else args.progress))
+        elif args.command == "status":
+            from runners.run import status_text
+
+            print(status_text(args.run_dir))
+        elif args.command == "report":
+            from runners.run import report_run
+
+            print(report_run(args.run_dir))
+        elif args.command == "export":
+            from runners.run import export_run
+
+            print(export_run(args.run_dir))
+    except SpecError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    except DataError as exc:
+        print(f"{getattr(args, 'spec', '')}: [data]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NagoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

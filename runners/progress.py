@@ -1,0 +1,105 @@
+"""Progress of a run on the terminal: a live rich display, plain lines, JSON lines, or nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nago_spec.problem import ObjectiveInfo
+
+MODES = ("auto", "rich", "plain", "quiet", "json")
+
+
+class Progress:
+    """Reports trials done/running/failed, the best values, the hypervolume and an ETA.
+
+    ``rich``: a live bar on stderr; ``plain``: one line per finished trial on stderr (logs, CI);
+    ``json``: one JSON object per event on stdout (scripts); ``quiet``: nothing. ``auto`` picks rich
+    on a terminal and plain otherwise.
+    """
+
+    def __init__(self, mode: str, *, total: int, objectives: Sequence[ObjectiveInfo]):
+        if mode == "auto":
+            mode = "rich" if sys.stderr.isatty() else "plain"
+        self.mode = mode
+        self.total = total
+        self.objectives = objectives
+        self._t0 = time.perf_counter()
+        self._done0 = 0
+        self._bar = None
+        self._task = None
+
+    def start(self, done: int, summary: dict[str, Any]) -> None:
+        self._done0 = done
+        if self.mode == "rich":
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Bar(
+                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self._describe(summary, 0), total=self.total, completed=done)
+        elif self.mode == "json":
+            self._emit({"event": "start", "done": done, "total": self.total})
+
+    def running(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=self._describe(None, n))
+
+    def finished(self, trial: int, out: dict[str, Any], running: int, summary: dict[str, Any]) -> None:
+        done = summary["counts"]["COMPLETE"] + summary["counts"]["FAILED"]
+        if self.mode == "rich":
+            self._bar.update(self._task, completed=done, description=self._describe(summary, running))
+            if not out["ok"]:
+                self._bar.console.print(f"[red]trial {trial} failed:[/red] {out['error'].splitlines()[0]}")
+        elif self.mode == "plain":
+            what = (
+                ", ".join(f"{k}={v:.4g}" for k, v in out["values"].items())
+                if out["ok"]
+                else "FAILED: " + out["error"].splitlines()[0]
+            )
+            print(f"[{done}/{self.total}] trial {trial}: {what} | {self._describe(summary, running)}{self._eta(done)}",
+                  file=sys.stderr, flush=True)
+        elif self.mode == "json":
+            self._emit({"event": "trial", "trial": trial, "state": "COMPLETE" if out["ok"] else "FAILED",
+                        "values": out.get("values"), "error": out.get("error"), **summary})
+
+    def message(self, text: str) -> None:
+        if self.mode == "json":
+            self._emit({"event": "message", "text": text})
+        elif self.mode != "quiet":
+            (self._bar.console.print if self._bar is not None else lambda t: print(t, file=sys.stderr))(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _describe(self, summary: dict[str, Any] | None, running: int) -> str:
+        if summary is not None:
+            self._last = summary
+        summary = getattr(self, "_last", None)
+        parts = [f"running {running}"]
+        if summary:
+            failed = summary["counts"]["FAILED"]
+            if failed:
+                parts.append(f"failed {failed}")
+            parts += [f"best {k} {v:.4g}" for k, v in summary["best"].items()]
+            parts.append(f"hv {summary['hypervolume']:.3f}")
+        return ", ".join(parts)
+
+    def _eta(self, done: int) -> str:
+        new = done - self._done0
+        if new <= 0 or done >= self.total:
+            return ""
+        per = (time.perf_counter() - self._t0) / new
+        return f", eta {per * (self.total - done):.0f} s"
+
+    @staticmethod
+    def _emit(obj: dict[str, Any]) -> None:
+        print(json.dumps(obj, default=str), flush=True)

@@ -1,0 +1,57 @@
+"""The SQLite store: states, transactions, re-queue after a crash, reopen."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+from nago_spec.errors import StoreError
+from nago_spec.store import Store, TrialState
+
+
+def test_trial_lifecycle_and_reopen(tmp_path):
+    db = tmp_path / "study.db"
+    with Store(db) as s:
+        assert s.next_trial_id() == 0
+        assert s.add_trials(0, [{"a": 1}, {"a": 2}, {"a": 3}]) == [0, 1, 2]
+        s.mark_running(0, "h")
+        s.complete(0, {"error": 0.1, "params": 1000.0}, [{"sample": 0, "seed": 5}])
+        s.mark_running(1, "h")
+        s.fail(1, "boom")
+        s.mark_running(2, "h")
+        s.set_meta("k", "v")
+    with Store(db) as s:  # everything survives a reopen
+        t = {r.id: r for r in s.trials()}
+        assert t[0].state is TrialState.COMPLETE and t[0].values == {"error": 0.1, "params": 1000.0}
+        assert t[0].samples == [{"sample": 0, "seed": 5}] and t[0].seconds >= 0
+        assert t[1].state is TrialState.FAILED and t[1].error == "boom" and t[1].values is None
+        assert t[2].state is TrialState.RUNNING and t[2].attempts == 1
+        assert s.get_meta("k") == "v" and s.next_trial_id() == 3
+        assert s.requeue_running() == [2]
+        assert [r.id for r in s.trials(TrialState.PENDING)] == [2]
+        s.mark_running(2, "h")
+        assert s.trials(TrialState.RUNNING)[0].attempts == 2
+
+
+def test_non_finite_value_is_refused(tmp_path):
+    with Store(tmp_path / "study.db") as s:
+        s.add_trials(0, [{}])
+        with pytest.raises(StoreError, match="not finite"):
+            s.complete(0, {"error": math.nan}, [])
+        assert s.trials()[0].state is TrialState.PENDING
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    with Store(tmp_path / "study.db") as s:
+        s.add_trials(0, [{}])
+        with pytest.raises(sqlite3.IntegrityError):
+            s.add_trials(1, [{}, {}, {}, {}][:2] + [{}])  # ids 1..3 fine
+            s.add_trials(3, [{}])  # id 3 exists: the whole insert rolls back
+        assert len(s.trials()) == 4
+
+
+def test_wal_mode(tmp_path):
+    with Store(tmp_path / "study.db") as s:
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
