@@ -1,0 +1,66 @@
+"""The command line: check summaries, one clear line and exit 2 for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_check_summarises_the_quickstart(capsys):
+    assert main(["check", str(REPO / "specs" / "quickstart.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart: valid spec" in out and "top.nodes" in out and "sample network" in out
+
+
+def test_check_json_is_machine_readable(capsys):
+    assert main(["check", "--json", str(REPO / "specs" / "quickstart.toml")]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["name"] == "quickstart" and s["data"]["input"] == [1, 8, 8]
+    assert {p["name"] for p in s["space"]} >= {"top.nodes", "mid.p", "bottom.k"}
+    assert s["sample_network"]["params"] > 0
+
+
+BAD = {
+    "wrong type": ("[train]\nepochs = \"ten\"\n", r"\[train\]\.epochs = \"ten\""),
+    "out of range": ("[data]\nval_fraction = 1.5\n", r"\[data\]\.val_fraction = 1\.5"),
+    "unknown key": ("[train]\nepoch = 3\n", r"\[train\]\.epoch = 3: unknown key \(did you mean 'epochs'\?\)"),
+    "missing data path": ("[data]\ndataset = \"idx\"\npath = \"nowhere\"\n", r"\[data\]\.path"),
+    "callable that does not import": (
+        "[[objectives]]\nname = \"energy\"\ncallable = \"nope_module_xyz:f\"\n", r"\[objectives\]\[0\]\.callable"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gives_one_line_and_exit_2(case, tmp_path, capsys):
+    body, pattern = BAD[case]
+    spec = tmp_path / "bad.toml"
+    spec.write_text('version = 1\nname = "bad"\n' + body)
+    assert main(["check", str(spec)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"{spec}: ") or lines[0].startswith(str(spec)), lines[0]
+    assert __import__("re").search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("version = 1\n[trian]\nepochs = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "runners.cli", "check", str(spec)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "did you mean 'train'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_on_a_missing_spec_exits_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such file" in capsys.readouterr().err

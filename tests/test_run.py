@@ -1,0 +1,131 @@
+"""End to end: a tiny spec through search, store, report and ONNX export; resume; failures as data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+
+from nago_spec.errors import StoreError
+from nago_spec.export import onnx_session
+from nago_spec.store import Store, TrialState
+from runners.cli import main
+from runners.run import RunOptions, run
+
+
+def _values(run_dir):
+    with Store(run_dir / "study.db") as s:
+        return {t.id: (t.params, t.values, t.state) for t in s.trials()}
+
+
+def test_tiny_spec_end_to_end(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_spec), "--out", str(out), "--progress", "plain"]) == 0
+    for name in ("study.db", "spec.toml", "trials.csv", "pareto.csv", "report.md", "pareto.png", "hv.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"COMPLETE"}
+    assert {"top.nodes", "top.p", "mid.nodes", "bottom.p", "error", "params"} <= set(rows[0])
+    manifest = json.loads((out / "models" / "manifest.json").read_text())
+    assert len(manifest["models"]) == 1 and not manifest["failed"]
+    entry = manifest["models"][0]
+    model_path = out / "models" / entry["file"]
+    onnx.checker.check_model(str(model_path), full_check=True)
+    meta = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+    assert meta["nago.trial"] == str(entry["trial"]) and "nago.spec_hash" in meta
+    assert entry["parity_max_abs_diff"] < 1e-4
+    # dynamic batch: 1 and 5 images
+    sess = onnx_session(model_path)
+    for n in (1, 5):
+        assert sess.run(None, {"image": np.zeros((n, 1, 8, 8), np.float32)})[0].shape == (n, 10)
+    assert "Pareto front" in (out / "report.md").read_text()
+
+
+def test_resume_extends_without_rerunning(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    first = _values(out)
+    assert len(first) == 2
+    run(tiny_spec, RunOptions(out=out, budget=4, mode="quiet"))
+    second = _values(out)
+    assert len(second) == 4 and all(second[i] == first[i] for i in first)
+
+
+def test_trial_left_running_by_a_killed_run_is_requeued(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    with Store(out / "study.db") as s:  # what kill -9 during trial 1 leaves behind
+        s._conn.execute("UPDATE trials SET state = 'RUNNING', \"values\" = NULL WHERE id = 1")
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    trials = _values(out)
+    assert len(trials) == 2 and all(state is TrialState.COMPLETE for _, _, state in trials.values())
+
+
+def test_same_seed_same_run(tiny_spec, tmp_path):
+    a = run(tiny_spec, RunOptions(out=tmp_path / "a", budget=3, mode="quiet"))
+    b = run(tiny_spec, RunOptions(out=tmp_path / "b", budget=3, mode="quiet"))
+    assert _values(a) == _values(b)
+
+
+def test_changed_search_is_refused_then_force_new(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    changed = tiny_spec.with_name("changed.toml")
+    changed.write_text(tiny_spec.read_text().replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(StoreError, match=r"train\.epochs"):
+        run(changed, RunOptions(out=out, budget=2, mode="quiet"))
+    run(changed, RunOptions(out=out, budget=1, force_new=True, mode="quiet"))
+    assert len(_values(out)) == 1
+
+
+def test_failing_objective_is_recorded_and_the_run_goes_on(tmp_path):
+    (tmp_path / "flaky.py").write_text(textwrap.dedent("""
+        def f(params):
+            if params["x"] > 0.5:
+                raise ValueError("x too large")
+            return {"a": params["x"], "b": 1.0 - params["x"] ** 0.5}
+    """))
+    spec = tmp_path / "flaky.toml"
+    spec.write_text(textwrap.dedent("""
+        version = 1
+        name = "flaky"
+        [space]
+        kind = "params"
+        [space.params]
+        x = { type = "float", low = 0.0, high = 1.0 }
+        [[objectives]]
+        name = "a"
+        callable = "flaky.py:f"
+        [[objectives]]
+        name = "b"
+        callable = "flaky.py:f"
+        [search]
+        strategy = "random"
+        budget = 12
+        [run]
+        backend = "local"
+    """))
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, mode="quiet"))
+    with Store(out / "study.db") as s:
+        trials = s.trials()
+    failed = [t for t in trials if t.state is TrialState.FAILED]
+    assert len(trials) == 12 and failed and len(failed) < 12
+    assert all("objective 'a'" in t.error and "x too large" in t.error for t in failed)
+    assert "Failed trials" in (out / "report.md").read_text()
+
+
+def test_process_backend_runs_the_params_spec(tmp_path):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "01_params_zdt1.toml"
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, budget=10, backend="process", workers=2, mode="quiet"))
+    with Store(out / "study.db") as s:
+        trials = s.trials()
+    assert len(trials) == 10 and all(t.state is TrialState.COMPLETE for t in trials)
+    assert {t.host for t in trials} == {"ProcessBackend"}
