@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -168,7 +169,7 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
                     queue.append(tid)
                 all_trials = {t.id: t for t in store.trials()}
             tid = queue.popleft()
-            store.mark_running(tid, host=backend.__class__.__name__)
+            store.mark_running(tid, host=socket.gethostname())
             fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, all_trials[tid].params)
             running[fut] = tid
             progress.running(len(running))
