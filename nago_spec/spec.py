@@ -1,0 +1,1013 @@
+"""The spec file: TOML -> validated, frozen dataclasses, with every problem of a file reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from nago_spec.callables import CallableError, is_file_ref, load_callable, resolve_ref, split_ref
+from nago_spec.errors import SpecError
+from nago_spec.graphs import GRAPH_MODELS, GraphParam
+from nago_spec.objectives import OBJECTIVES
+from nago_spec.registry import did_you_mean
+
+SUPPORTED_VERSION = 1
+DATASET_NAMES = ("digits", "idx")
+SPACE_KINDS = ("hnag", "params")
+STRATEGY_NAMES = ("bo", "random")
+BACKEND_NAMES = ("local", "process")
+PARAM_TYPES = ("float", "int", "categorical")
+DIRECTIONS = ("minimize", "maximize")
+LEVELS = ("top", "mid", "bottom")
+MAX_STAGES = 6
+OPSET_RANGE = (17, 23)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V], Generic[K, V]):
+    """An immutable, hashable, picklable mapping (MappingProxyType cannot be pickled to a worker)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[K, V] | None = None):
+        object.__setattr__(self, "_items", dict(items or {}))
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._items,))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The frozen spec objects
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """A searched numeric range, from a ``[low, high]`` pair (or ``{low, high, log}``) in TOML."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One level of the hierarchy: a graph model and its parameters, each fixed or a searched Range."""
+
+    graph: str
+    params: Mapping[str, int | float | Range]
+
+
+#: Values a level parameter takes when the spec leaves it out (``nodes`` of the mid level: _MID_NODES).
+PARAM_DEFAULTS: Mapping[str, Range] = FrozenMap(
+    {"nodes": Range(3, 10), "k": Range(2, 5), "p": Range(0.1, 0.9), "m": Range(1, 4)}
+)
+_MID_NODES = Range(1, 10)
+DEFAULT_GRAPHS: Mapping[str, str] = FrozenMap({"top": "ws", "mid": "er", "bottom": "ws"})
+
+
+def level_default(level: str, name: str) -> Range | None:
+    """The default of level parameter ``name`` (None: the graph model's parameter has no default)."""
+    if level == "mid" and name == "nodes":
+        return _MID_NODES
+    return PARAM_DEFAULTS.get(name)
+
+
+def default_level(level: str, graph: str | None = None) -> LevelSpec:
+    """The level a spec gets when it omits ``[space.<level>]`` (or only sets its ``graph``)."""
+    graph = graph or DEFAULT_GRAPHS[level]
+    names = GRAPH_MODELS.get(graph).param_names
+    return LevelSpec(graph, FrozenMap({n: level_default(level, n) for n in names}))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the training data comes from; validation is carved from the training split."""
+
+    dataset: str = "digits"
+    path: Path | None = None  # absolute; required for "idx", refused for "digits"
+    val_fraction: float = 0.2
+    limit: int | None = None
+    classes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a plain-parameter space (``kind = "params"``)."""
+
+    type: str  # float | int | categorical
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: tuple[str | int | float | bool, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """The search space: a NAGO hierarchy (``hnag``) or plain parameters (``params``)."""
+
+    kind: str = "hnag"
+    param_budget: int = 20000
+    stage_ratios: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
+    channel_ratios: tuple[float, ...] = (1.0, 2.0, 4.0)
+    head_width: int = 1280
+    share_graphs: bool = False
+    top: LevelSpec = default_level("top")
+    mid: LevelSpec = default_level("mid")
+    bottom: LevelSpec = default_level("bottom")
+    params: Mapping[str, ParamSpec] = FrozenMap()
+
+    def level(self, name: str) -> LevelSpec:
+        """The level called ``name`` (top, mid or bottom)."""
+        return {"top": self.top, "mid": self.mid, "bottom": self.bottom}[name]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How each sampled network is trained (SGD); ``epochs`` may be fractional."""
+
+    epochs: float = 2.0
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    samples_per_point: int = 1
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """An objective; built-ins take direction and cost from OBJECTIVES, callables are absolute refs."""
+
+    name: str
+    direction: str
+    callable: str | None = None
+    cheap: bool = False
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """A feasibility bound on one objective's value (``min``, ``max`` or both)."""
+
+    objective: str
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The strategy and its budget, in evaluations."""
+
+    strategy: str = "bo"
+    budget: int = 20
+    initial: int = 8
+    batch: int = 2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where trials run: in-process or in a pool of worker processes."""
+
+    backend: str = "process"
+    workers: int | None = None  # None: the number of cores
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What is exported at the end: the Pareto networks retrained and written to ONNX."""
+
+    onnx: bool = True
+    final_epochs: float = 5.0
+    max_models: int | None = None
+    opset: int = 20
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole validated spec. ``path`` is absolute; relative paths in the file were resolved against it."""
+
+    path: Path
+    name: str
+    version: int = SUPPORTED_VERSION
+    seed: int = 0
+    data: DataSpec = DataSpec()
+    space: SpaceSpec = SpaceSpec()
+    train: TrainSpec = TrainSpec()
+    objectives: tuple[ObjectiveSpec, ...] = ()
+    constraints: tuple[ConstraintSpec, ...] = ()
+    search: SearchSpec = SearchSpec()
+    run: RunSpec = RunSpec()
+    export: ExportSpec = ExportSpec()
+
+    @property
+    def base_dir(self) -> Path:
+        """The spec file's directory, against which relative paths and callables resolve."""
+        return self.path.parent
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain TOML-able data: every default filled in, every path absolute."""
+        return {
+            "version": self.version,
+            "name": self.name,
+            "seed": self.seed,
+            "data": _fields_dict(self.data),
+            "space": _space_dict(self.space),
+            "train": _fields_dict(self.train),
+            "objectives": [_objective_dict(o) for o in self.objectives],
+            "constraints": [_fields_dict(c) for c in self.constraints],
+            "search": _fields_dict(self.search),
+            "run": _fields_dict(self.run),
+            "export": _fields_dict(self.export),
+        }
+
+    def search_hash(self) -> str:
+        """sha256 of everything that changes the search (all but ``name``, ``run`` and ``export``)."""
+        d = self.to_dict()
+        for key in ("name", "run", "export"):
+            d.pop(key)
+        canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A spec value as TOML-able data (TOML has no null: callers drop None)."""
+    if isinstance(value, Range):
+        if value.log:
+            return {"low": value.low, "high": value.high, "log": True}
+        return [value.low, value.high]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _fields_dict(obj: Any) -> dict[str, Any]:
+    return {
+        f.name: _plain(getattr(obj, f.name))
+        for f in dataclasses.fields(obj)
+        if getattr(obj, f.name) is not None
+    }
+
+
+def _objective_dict(o: ObjectiveSpec) -> dict[str, Any]:
+    d = _fields_dict(o)
+    if o.callable is None:  # a built-in's cost is its own; the key is refused without a callable
+        d.pop("cheap")
+    return d
+
+
+def _space_dict(s: SpaceSpec) -> dict[str, Any]:
+    if s.kind == "params":
+        return {"kind": s.kind, "params": {n: _param_dict(p) for n, p in s.params.items()}}
+    d = {k: v for k, v in _fields_dict(s).items() if k not in ("params", *LEVELS)}
+    for name in LEVELS:
+        level = s.level(name)
+        d[name] = {"graph": level.graph, **_plain(level.params)}
+    return d
+
+
+def _param_dict(p: ParamSpec) -> dict[str, Any]:
+    if p.type == "categorical":
+        return {"type": p.type, "choices": _plain(p.choices)}
+    return {"type": p.type, "low": p.low, "high": p.high, "log": p.log}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read, merge ``overrides`` over, and validate a spec file.
+
+    ``overrides`` is nested like the file (``{"search": {"budget": 10}}``); a None value means "not
+    given" so a command line can pass its unset options through. Raises SpecError carrying one line
+    per problem found anywhere in the file.
+    """
+    shown = str(path)
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise SpecError([f"{shown}: no such file"])
+    try:
+        with open(file, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{shown}: invalid TOML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{shown}: invalid TOML: the file is not UTF-8 text"]) from None
+    if overrides:
+        raw = _merge(raw, overrides)
+    report = _Report(shown)
+    spec = _build_spec(report, raw, file)
+    if report.lines:
+        raise SpecError(report.lines)
+    return spec
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = _as_toml_data(value)
+    return out
+
+
+def _as_toml_data(value: Any) -> Any:
+    """Override values as tomllib would have parsed them (tuples -> lists, mappings -> dicts)."""
+    if isinstance(value, Mapping):
+        return {k: _as_toml_data(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (tuple, list)):
+        return [_as_toml_data(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- the generic checker ----------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A rule's verdict on one value: the text after ``key = value:``."""
+
+
+Rule = Callable[[Any], Any]  # returns the normalised value or raises _Invalid
+_ABSENT = object()
+_TOP_KEYS = ("version", "name", "seed")
+
+
+class _Report:
+    """Collects the error lines of one file."""
+
+    def __init__(self, shown: str):
+        self.shown = shown
+        self.lines: list[str] = []
+
+    def add(self, where: str, message: str, value: Any = _ABSENT) -> None:
+        shown_value = "" if value is _ABSENT else f" = {_show(value)}"
+        self.lines.append(f"{self.shown}: {where}{shown_value}: {message}")
+
+    def check(
+        self,
+        prefix: str,
+        table: Mapping[str, Any],
+        rules: Mapping[str, Rule],
+        *,
+        section: str | None = None,
+        known: tuple[str, ...] = (),
+        required: Mapping[str, str] | None = None,
+        hint: str = "",
+    ) -> dict[str, Any]:
+        """Apply ``rules`` to ``table``'s keys; report unknown keys and bad or missing values.
+
+        ``known`` keys are valid but checked by the caller (sub-tables such as [space.top]); ``hint``
+        is appended to unknown-key lines.
+        Returns the valid values only, so a dataclass built from them falls back on its defaults
+        and building can go on to find the file's other problems.
+        """
+        valid = [*rules, *known]
+        for key, value in table.items():
+            if key not in valid:
+                self.unknown(prefix, section, key, value, valid, hint)
+        values: dict[str, Any] = {}
+        for key, rule in rules.items():
+            if key not in table:
+                if required and key in required:
+                    self.add(_at(prefix, key), f"missing: {required[key]}")
+                continue
+            try:
+                values[key] = rule(table[key])
+            except _Invalid as exc:
+                self.add(_at(prefix, key), str(exc), table[key])
+        return values
+
+    def unknown(self, prefix: str, section: str | None, key: str, value: Any, valid: list[str],
+                hint: str = "") -> None:
+        if section is not None and _is_table(value):
+            name = f"{section}.{key}" if section else key
+            choices = [f"{section}.{v}" if section else v for v in valid]
+            self.add(f"[{name}]", "unknown section" + did_you_mean(name, choices))
+            return
+        hint = did_you_mean(key, valid) + hint
+        if prefix and key in _TOP_KEYS:
+            hint += f" ({key} is a top-level key: it must come before the first [section])"
+        self.add(_at(prefix, key), "unknown key" + hint, value)
+
+    def table(self, where: str, value: Any, header: str) -> dict[str, Any]:
+        """``value`` if it is a table, else report it and carry on with an empty one."""
+        if isinstance(value, dict):
+            return value
+        self.add(where, f"must be a table ({header})", value)
+        return {}
+
+
+def _at(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    """A value as TOML-ish text for an error line."""
+    try:
+        text = _toml_value(value)
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _bounds(gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None) -> str:
+    parts = [f"{op} {_num(x)}" for op, x in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if x is not None]
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _within(x: float, gt: float | None, ge: float | None, lt: float | None, le: float | None) -> bool:
+    return not (
+        (gt is not None and x <= gt)
+        or (ge is not None and x < ge)
+        or (lt is not None and x >= lt)
+        or (le is not None and x > le)
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # a bool is never an int here
+
+
+def _integer(ge: float | None = None, le: float | None = None) -> Rule:
+    text = "must be an integer" + _bounds(ge=ge, le=le)
+
+    def rule(v: Any) -> int:
+        if not _is_int(v) or not _within(v, None, ge, None, le):
+            raise _Invalid(text)
+        return v
+
+    return rule
+
+
+def _number(gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None) -> Rule:
+    bounds = _bounds(gt, ge, lt, le)
+
+    def rule(v: Any) -> float:
+        if not (_is_int(v) or isinstance(v, float)):  # an int is accepted where a float is expected
+            raise _Invalid("must be a number" + bounds)
+        if not math.isfinite(v):
+            raise _Invalid("must be a finite number" + bounds)
+        if not _within(v, gt, ge, lt, le):
+            raise _Invalid("must be" + bounds)
+        return float(v)
+
+    return rule
+
+
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Invalid("must be true or false")
+    return v
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Invalid("must be a non-empty string")
+    return v
+
+
+def _choice(kind: str, names: tuple[str, ...] | list[str]) -> Rule:
+    def rule(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Invalid(f"must be a string naming a {kind}; valid: {', '.join(names)}")
+        if v not in names:
+            raise _Invalid(f"unknown {kind}{did_you_mean(v, list(names))}; valid: {', '.join(names)}")
+        return v
+
+    return rule
+
+
+def _run_name(v: Any) -> str:
+    # The name becomes the run directory runs/<name>, so it cannot climb out of it.
+    if not isinstance(v, str) or not v.strip() or v in (".", "..") or re.search(r"[/\\]", v):
+        raise _Invalid("must be a non-empty name without '/' (it names the run directory runs/<name>)")
+    return v
+
+
+def _version(v: Any) -> int:
+    if not _is_int(v) or v != SUPPORTED_VERSION:
+        raise _Invalid(f"only version {SUPPORTED_VERSION} is supported")
+    return v
+
+
+def _directory(base: Path) -> Rule:
+    def rule(v: Any) -> Path:
+        if not isinstance(v, str) or not v:
+            raise _Invalid("must be a path (a string), relative to the spec file or absolute")
+        resolved = (base / Path(v).expanduser()).resolve()
+        if not resolved.exists():
+            raise _Invalid(f"no such directory ({resolved})")
+        if not resolved.is_dir():
+            raise _Invalid(f"not a directory ({resolved})")
+        return resolved
+
+    return rule
+
+
+def _class_names(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(c, str) and c for c in v):
+        raise _Invalid("must be a non-empty list of class names (strings)")
+    if len(set(v)) != len(v):
+        raise _Invalid("class names must be distinct")
+    return tuple(v)
+
+
+def _stage_ratios(v: Any) -> tuple[float, ...]:
+    ratios = _positive_list(v, f"must be a list of 1 to {MAX_STAGES} numbers > 0 summing to 1")
+    if not 1 <= len(ratios) <= MAX_STAGES:
+        raise _Invalid(f"must be a list of 1 to {MAX_STAGES} numbers > 0 summing to 1, but has {len(ratios)}")
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise _Invalid(f"must sum to 1, but sums to {sum(ratios):g}")
+    return ratios
+
+
+def _positive_list(v: Any, text: str = "must be a list of numbers > 0") -> tuple[float, ...]:
+    ok = isinstance(v, list) and all(
+        (_is_int(x) or isinstance(x, float)) and math.isfinite(x) and x > 0 for x in v
+    )
+    if not ok:
+        raise _Invalid(text)
+    return tuple(float(x) for x in v)
+
+
+def _range(scalar: Rule, low: Any, high: Any, log: bool, strict: bool = False) -> Range:
+    """A [low, high] pair whose ends each pass ``scalar``; ``strict``: low < high rather than <=."""
+    ends = []
+    for label, v in (("low", low), ("high", high)):
+        try:
+            ends.append(scalar(v))
+        except _Invalid as exc:
+            raise _Invalid(f"{label} {exc}") from None
+    lo, hi = ends
+    if lo > hi or (strict and lo == hi):
+        op = "<" if strict else "<="
+        raise _Invalid(f"low {op} high must hold, but got (low={lo!r}, high={hi!r})")
+    if log and lo <= 0:
+        raise _Invalid(f"a log scale needs low > 0, but got low={lo!r}")
+    return Range(lo, hi, log)
+
+
+def _graph_value(gp: GraphParam) -> Rule:
+    """A level parameter: a scalar (fixed), a [low, high] pair or a {low, high, log} table (searched)."""
+    if gp.kind is int:
+        scalar = _integer(ge=gp.low, le=gp.high)
+    else:
+        scalar = _number(ge=gp.low, le=gp.high)
+    shape = "must be a scalar (fixed) or a [low, high] pair (searched)"
+
+    def rule(v: Any) -> int | float | Range:
+        if isinstance(v, list):
+            if len(v) != 2:
+                raise _Invalid(shape)
+            return _range(scalar, v[0], v[1], log=False)
+        if isinstance(v, dict):
+            extra = set(v) - {"low", "high", "log"}
+            if extra or "low" not in v or "high" not in v:
+                raise _Invalid(shape + ", or a { low, high, log } table")
+            return _range(scalar, v["low"], v["high"], log=_boolean(v.get("log", False)))
+        return scalar(v)
+
+    return rule
+
+
+# --- sections -----------------------------------------------------------------------------------------
+
+
+_SECTIONS = ("data", "space", "train", "objectives", "constraints", "search", "run", "export")
+
+
+def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
+    base = file.parent
+    top = rep.check(
+        "",
+        raw,
+        {"version": _version, "name": _run_name, "seed": _integer(ge=0)},
+        section="",
+        known=_SECTIONS,
+        required={"version": f"every spec must declare version = {SUPPORTED_VERSION}"},
+    )
+    data = _data(rep, rep.table("data", raw.get("data", {}), "[data]"), base)
+    space = _space(rep, rep.table("space", raw.get("space", {}), "[space]"))
+    train = _simple(rep, "train", raw, TrainSpec, {
+        "epochs": _number(gt=0),
+        "batch_size": _integer(ge=1),
+        "lr": _number(gt=0),
+        "momentum": _number(ge=0, lt=1),
+        "nesterov": _boolean,
+        "weight_decay": _number(ge=0),
+        "samples_per_point": _integer(ge=1),
+        "max_seconds": _number(gt=0),
+    })
+    objectives = _objectives(rep, raw, base)
+    constraints = _constraints(rep, raw)
+    search = _simple(rep, "search", raw, SearchSpec, {
+        "strategy": _choice("strategy", STRATEGY_NAMES),
+        "budget": _integer(ge=1),
+        "initial": _integer(ge=1),
+        "batch": _integer(ge=1),
+    })
+    run = _simple(rep, "run", raw, RunSpec, {
+        "backend": _choice("backend", BACKEND_NAMES),
+        "workers": _integer(ge=1),
+    })
+    export = _simple(rep, "export", raw, ExportSpec, {
+        "onnx": _boolean,
+        "final_epochs": _number(gt=0),
+        "max_models": _integer(ge=1),
+        "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
+    })
+    return Spec(
+        path=file,
+        name=top.get("name", file.stem),
+        version=top.get("version", SUPPORTED_VERSION),
+        seed=top.get("seed", 0),
+        data=data,
+        space=space,
+        train=train,
+        objectives=objectives,
+        constraints=constraints,
+        search=search,
+        run=run,
+        export=export,
+    )
+
+
+def _simple(rep: _Report, name: str, raw: Mapping[str, Any], cls: type, rules: Mapping[str, Rule]) -> Any:
+    """A section whose keys are independent: the dataclass's defaults fill in what is absent."""
+    table = rep.table(name, raw.get(name, {}), f"[{name}]")
+    return cls(**rep.check(f"[{name}]", table, rules, section=name))
+
+
+def _data(rep: _Report, table: dict[str, Any], base: Path) -> DataSpec:
+    values = rep.check("[data]", table, {
+        "dataset": _choice("dataset", DATASET_NAMES),
+        "path": _directory(base),
+        "val_fraction": _number(gt=0, lt=1),
+        "limit": _integer(ge=10),
+        "classes": _class_names,
+    }, section="data")
+    dataset = table.get("dataset", DataSpec.dataset)
+    if dataset == "idx" and "path" not in table:
+        rep.add("[data].path", 'missing: required with dataset = "idx" (a directory of IDX files)')
+    if dataset == "digits" and "path" in table:
+        rep.add("[data].path", 'not allowed with dataset = "digits" (it ships with scikit-learn)',
+                table["path"])
+    return DataSpec(**values)
+
+
+def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
+    rules: dict[str, Rule] = {
+        "kind": _choice("space kind", SPACE_KINDS),
+        "param_budget": _integer(ge=1),
+        "stage_ratios": _stage_ratios,
+        "channel_ratios": _positive_list,
+        "head_width": _integer(ge=0),
+        "share_graphs": _boolean,
+    }
+    values = rep.check("[space]", table, rules, section="space", known=(*LEVELS, "params"))
+    kind = table.get("kind", SpaceSpec.kind)
+    network_keys = [k for k in table if (k in rules and k != "kind") or k in LEVELS]
+    if kind == "params":
+        for key in network_keys:
+            where = f"[space.{key}]" if key in LEVELS else f"[space].{key}"
+            value = _ABSENT if key in LEVELS else table[key]
+            rep.add(where, 'only allowed with kind = "hnag"', value)
+        if not table.get("params"):
+            rep.add("[space.params]", 'missing: kind = "params" needs a non-empty [space.params] table')
+    elif "params" in table:
+        rep.add("[space.params]", 'only allowed with kind = "params"')
+
+    stages = values.get("stage_ratios", SpaceSpec.stage_ratios)
+    if "channel_ratios" not in table:
+        # One doubling per stage, so changing the stage count alone stays valid.
+        values["channel_ratios"] = tuple(2.0**i for i in range(len(stages)))
+    elif "channel_ratios" in values and len(values["channel_ratios"]) != len(stages):
+        rep.add(
+            "[space].channel_ratios",
+            f"must have one entry per stage, but stage_ratios has {len(stages)}",
+            table["channel_ratios"],
+        )
+    if kind != "params":  # the level tables of a params space were refused above; no more noise
+        for level in LEVELS:
+            level_table = rep.table(f"[space].{level}", table.get(level, {}), f"[space.{level}]")
+            values[level] = _level(rep, level, level_table)
+    if kind == "params":
+        params = rep.table("[space].params", table.get("params", {}), "[space.params]")
+        values["params"] = FrozenMap(
+            {name: p for name, entry in params.items() if (p := _param(rep, name, entry)) is not None}
+        )
+    return SpaceSpec(**values)
+
+
+def _level(rep: _Report, level: str, table: dict[str, Any]) -> LevelSpec:
+    prefix = f"[space.{level}]"
+    graph = table.get("graph", DEFAULT_GRAPHS[level])
+    if graph not in GRAPH_MODELS:
+        rule = _choice("graph model", GRAPH_MODELS.names())
+        try:
+            rule(graph)
+        except _Invalid as exc:
+            rep.add(f"{prefix}.graph", str(exc), graph)
+        return default_level(level)  # the other keys cannot be judged without a model
+    model = GRAPH_MODELS.get(graph)
+    rules: dict[str, Rule] = {"graph": lambda v: v}
+    rules.update({gp.name: _graph_value(gp) for gp in model.params})
+    takes = f" (graph '{graph}' takes: {', '.join(model.param_names)})"
+    values = rep.check(prefix, table, rules, section=f"space.{level}", hint=takes)
+    params: dict[str, int | float | Range] = {}
+    for gp in model.params:
+        if gp.name in values:
+            params[gp.name] = values[gp.name]
+        elif gp.name not in table:
+            default = level_default(level, gp.name)
+            if default is None:
+                rep.add(f"{prefix}.{gp.name}", f"missing: graph '{graph}' needs {gp.name} ({gp.doc})")
+            else:
+                params[gp.name] = default
+    return LevelSpec(graph, FrozenMap(params))
+
+
+_PARAM_KEYS = ("type", "low", "high", "log", "choices")
+
+
+def _param(rep: _Report, name: str, entry: Any) -> ParamSpec | None:
+    where = f"[space.params].{name}"
+    if not isinstance(entry, dict):
+        rep.add(where, 'must be a table like { type = "float", low = 0.0, high = 1.0 }', entry)
+        return None
+    kind = entry.get("type")
+    rules: dict[str, Rule] = {"type": _choice("parameter type", PARAM_TYPES)}
+    if kind in ("float", "int"):
+        scalar = _number() if kind == "float" else _integer()
+        rules.update(low=scalar, high=scalar, log=_boolean)
+    elif kind == "categorical":
+        rules["choices"] = _choices
+    # Keys of the other parameter types are known, and refused below with a clearer message.
+    others = tuple(k for k in _PARAM_KEYS if k not in rules)
+    values = rep.check(f"[space.params.{name}]", entry, rules, known=others,
+                       required={"type": "every parameter needs a type: float, int or categorical"})
+    if "type" not in values:
+        return None  # the other keys cannot be judged without a type
+    refused = [k for k in others if k in entry]
+    for key in refused:
+        rep.add(f"[space.params.{name}].{key}", f"not allowed for a {kind} parameter", entry[key])
+    needed = ["choices"] if kind == "categorical" else ["low", "high"]
+    missing = [k for k in needed if k not in entry]
+    if missing:
+        rep.add(where, f"missing: a {kind} parameter needs {' and '.join(missing)}", entry)
+    if refused or missing or any(k not in values for k in needed):
+        return None
+    if kind == "categorical":
+        return ParamSpec("categorical", choices=values["choices"])
+    try:
+        r = _range(lambda v: v, values["low"], values["high"], values.get("log", False),
+                   strict=kind == "float")
+    except _Invalid as exc:
+        rep.add(where, str(exc), entry)
+        return None
+    return ParamSpec(kind, r.low, r.high, r.log)
+
+
+def _choices(v: Any) -> tuple[str | int | float | bool, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(c, (str, int, float, bool)) for c in v):
+        raise _Invalid("must be a non-empty list of strings, numbers or booleans")
+    if len({(type(c), c) for c in v}) != len(v):  # (type, value): true and 1 are different choices
+        raise _Invalid("choices must be distinct")
+    return tuple(v)
+
+
+def _array_of_tables(rep: _Report, raw: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    value = raw.get(name, [])
+    if not isinstance(value, list):
+        rep.add(name, f"must be an array of tables ([[{name}]])", value)
+        return []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            rep.add(f"[{name}][{i}]", f"must be a table ([[{name}]])", entry)
+    return [e if isinstance(e, dict) else {} for e in value]
+
+
+def _callable_ref(base: Path) -> Rule:
+    def rule(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Invalid("must be a string: 'module:function' or 'file.py:function'")
+        try:
+            split_ref(v)
+        except CallableError as exc:
+            raise _Invalid(str(exc)) from None
+        try:
+            load_callable(v, base)
+        except CallableError as exc:
+            raise _Invalid(f"cannot import: {exc}") from None
+        # Stored absolute, so the resolved spec runs from any directory.
+        return resolve_ref(v, base) if is_file_ref(v) else v
+
+    return rule
+
+
+def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[ObjectiveSpec, ...]:
+    entries = _array_of_tables(rep, raw, "objectives")
+    if "objectives" not in raw:
+        rep.add("[[objectives]]", "missing: declare at least one objective, e.g. name = \"error\"")
+    elif not entries and isinstance(raw["objectives"], list):
+        rep.add("objectives", "must declare at least one objective", raw["objectives"])
+    out: list[ObjectiveSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        prefix = f"[objectives][{i}]"
+        v = rep.check(prefix, entry, {
+            "name": _text,
+            "direction": _choice("direction", DIRECTIONS),
+            "callable": _callable_ref(base),
+            "cheap": _boolean,
+        }, required={"name": "every objective needs a name"})
+        name = v.get("name")
+        if name is None:
+            continue
+        if name in seen:
+            rep.add(f"{prefix}.name", f"duplicate objective name (also [objectives][{seen[name]}])", name)
+            continue
+        seen[name] = i
+        if "callable" in entry:
+            if "callable" in v:
+                direction = v.get("direction", "minimize")
+                out.append(ObjectiveSpec(name, direction, v["callable"], v.get("cheap", False)))
+            continue
+        if "cheap" in entry:
+            rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in objective knows its cost)",
+                    entry["cheap"])
+        if name not in OBJECTIVES:
+            valid = OBJECTIVES.names()
+            rep.add(f"{prefix}.name",
+                    f"unknown objective{did_you_mean(name, valid)}; built-ins: {', '.join(valid)} "
+                    "(or give a callable)", name)
+            continue
+        builtin = OBJECTIVES.get(name)
+        if v.get("direction", builtin.direction) != builtin.direction:
+            rep.add(f"{prefix}.direction", f"the built-in objective '{name}' is always {builtin.direction}d",
+                    entry["direction"])
+        out.append(ObjectiveSpec(name, builtin.direction, None, builtin.cheap))
+    return tuple(out)
+
+
+def _constraints(rep: _Report, raw: Mapping[str, Any]) -> tuple[ConstraintSpec, ...]:
+    # Names of every declared objective, valid or not, so one mistake is not reported twice.
+    entries = raw.get("objectives")
+    declared = [
+        o["name"] for o in (entries if isinstance(entries, list) else [])
+        if isinstance(o, dict) and isinstance(o.get("name"), str)
+    ]
+    known = list(dict.fromkeys([*declared, *OBJECTIVES.names()]))
+    out: list[ConstraintSpec] = []
+    for i, entry in enumerate(_array_of_tables(rep, raw, "constraints")):
+        prefix = f"[constraints][{i}]"
+        v = rep.check(prefix, entry, {"objective": _text, "min": _number(), "max": _number()},
+                      required={"objective": "every constraint names an objective"})
+        ok = "objective" in v
+        if ok and v["objective"] not in known:
+            rep.add(f"{prefix}.objective",
+                    f"unknown objective{did_you_mean(v['objective'], known)}; declared or built-in: "
+                    f"{', '.join(known)}", v["objective"])
+            ok = False
+        if "min" not in entry and "max" not in entry:
+            rep.add(prefix, "needs min, max or both")
+            ok = False
+        lo, hi = v.get("min"), v.get("max")
+        if lo is not None and hi is not None and lo > hi:
+            rep.add(prefix, f"min <= max must hold, but got (min={lo!r}, max={hi!r})")
+            ok = False
+        if ok and all(k in v for k in ("min", "max") if k in entry):
+            out.append(ConstraintSpec(v["objective"], lo, hi))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing TOML
+# ---------------------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+# Tables nested this deep ([space.params] entries, {low, high, log} ranges) are written inline.
+_INLINE_DEPTH = 3
+
+
+def dump_toml(spec: Spec) -> str:
+    """The resolved spec (``spec.to_dict()``) as TOML text that load_spec reads back to an equal Spec."""
+    lines: list[str] = []
+    _write_table(lines, (), spec.to_dict())
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    def is_section(key: str, value: Any) -> bool:
+        return (isinstance(value, dict) and len(path) + 1 < _INLINE_DEPTH) or (
+            isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        )
+
+    if path:
+        lines += ["", f"[{'.'.join(_toml_key(p) for p in path)}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if not is_section(k, v)]
+    for key, value in table.items():
+        if not is_section(key, value):
+            continue
+        if isinstance(value, dict):
+            _write_table(lines, (*path, key), value)
+            continue
+        header = ".".join(_toml_key(p) for p in (*path, key))
+        for item in value:
+            lines += ["", f"[[{header}]]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+def _toml_string(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:  # TOML forbids raw control characters
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # repr round-trips exactly and is valid TOML ("0.1", "1e-05")
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, Path):
+        return _toml_string(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if hasattr(value, "isoformat"):  # TOML dates and times, only ever shown in error lines
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
