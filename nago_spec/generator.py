@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -51,7 +52,8 @@ class LevelConfig:
                 out.append(f"{where}.{p.name}: missing ({p.doc})")
                 continue
             v = self.params[p.name]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (p.kind is int and v != int(v)):
+            if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+                    or (p.kind is int and v != int(v))):
                 out.append(f"{where}.{p.name} = {v!r}: must be {p.kind.__name__}")
             elif v < p.low or (p.high is not None and v > p.high):
                 hi = "inf" if p.high is None else p.high
@@ -185,7 +187,7 @@ class Architecture:
     cells: tuple[Cell, ...]
     head_width: int
     share_graphs: bool = False
-    dropout: float = field(default=HEAD_DROPOUT)
+    dropout: float = HEAD_DROPOUT
 
     # ---- derived structure, shared by network.py and the counts
 
@@ -448,16 +450,28 @@ def sample_architecture(config: HnagConfig, seed: int, *, in_channels: int, imag
 
     rng = np.random.default_rng(seed)
     top = _draw(config.top, rng)
-    cell_graphs: list[tuple[Dag, tuple[OpGraph, ...]]] = []
+    cells: list[tuple[Dag, tuple[Dag, ...]]] = []
     if config.share_graphs:
         mid = _draw(config.mid, rng)
-        bottom = _op_graph(_draw(config.bottom, rng))
-        cell_graphs = [(mid, (bottom,) * mid.n)] * top.n
+        bottom = _draw(config.bottom, rng)
+        cells = [(mid, (bottom,) * mid.n)] * top.n
     else:
         for _ in range(top.n):
             mid = _draw(config.mid, rng)
-            cell_graphs.append((mid, tuple(_op_graph(_draw(config.bottom, rng)) for _ in range(mid.n))))
+            cells.append((mid, tuple(_draw(config.bottom, rng) for _ in range(mid.n))))
+    return architecture_from_graphs(config, top, cells, seed=seed, in_channels=in_channels,
+                                    image_size=(h, w), num_classes=num_classes)
 
+
+def architecture_from_graphs(config: HnagConfig, top: Dag, cells: Sequence[tuple[Dag, Sequence[Dag]]], *,
+                             seed: int, in_channels: int, image_size: tuple[int, int],
+                             num_classes: int) -> Architecture:
+    """Resolve given graphs (the top DAG; per cell its mid DAG and one bottom DAG per mid node) into an
+    Architecture: stages (§1.7), width from the budget (§1.6), resolutions and the stem (§1.5)."""
+    h, w = image_size
+    if len(cells) != top.n or any(len(bottoms) != mid.n for mid, bottoms in cells):
+        raise ValueError("need one (mid DAG, bottom DAGs) per top node and one bottom DAG per mid node")
+    cell_graphs = [(mid, tuple(_op_graph(b) for b in bottoms)) for mid, bottoms in cells]
     stages = stage_list(top.n, config.stage_ratios)
     cr = config.channel_ratios
     # a cell's merged input has the width of its last predecessor (the stem, stage-0 width, for none)

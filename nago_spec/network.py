@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nago_spec.generator import Architecture, Cell, Edge, NodeOp, OpGraph, inner_edges, stem_half
+from nago_spec.graphs import Dag
 
 
 def _pool(x: Tensor) -> Tensor:
@@ -106,7 +107,7 @@ class Graph(nn.Module):
         return out
 
 
-def _inner_graph(dag, make_node, channels: int) -> Graph:
+def _inner_graph(dag: Dag, make_node: Callable[[int], nn.Module], channels: int) -> Graph:
     """A mid or bottom graph: every node outputs ``channels``; outputs are averaged unpooled."""
     in_edges = [inner_edges(dag, i, channels) for i in range(dag.n)]
     nodes = [make_node(i) for i in range(dag.n)]
