@@ -1,0 +1,332 @@
+"""In-memory image data sets: registered loaders, then a seeded, stratified train/validation split."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nago_spec.errors import DataError
+from nago_spec.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: What a loader returns: ``x_train`` uint8 ``N x C x H x W``, ``y_train`` int ``N``, ``x_test``,
+#: ``y_test`` (the same layout) and the class names, index i naming label i. Arrays may be numpy
+#: arrays or torch tensors.
+LoaderOutput = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]
+Loader = Callable[[Path | None], LoaderOutput]
+
+#: Data set name (``[data].dataset`` in a spec) -> loader ``(path) -> LoaderOutput``.
+DATASETS: Registry[Loader] = Registry("dataset")
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+#: The seed of the digits test split. Fixed on purpose: the test set must not depend on the run seed.
+DIGITS_TEST_SEED = 20240917
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """An image classification data set held in memory, already split.
+
+    ``x_*`` are uint8 ``N x C x H x W`` raw pixels, ``y_*`` int64 ``N`` labels in ``[0, num_classes)``.
+    ``x_val`` is carved from the training split (seeded and stratified); ``x_test`` is the data set's
+    own test split, never touched by the search. ``mean`` / ``std`` are per channel on the [0, 1]
+    scale, computed on ``x_train`` only (population std).
+    """
+
+    name: str
+    x_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+    x_val: torch.Tensor = field(repr=False)
+    y_val: torch.Tensor = field(repr=False)
+    x_test: torch.Tensor = field(repr=False)
+    y_test: torch.Tensor = field(repr=False)
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.x_train.shape[2]), int(self.x_train.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        c, (h, w) = self.in_channels, self.image_size
+        return (
+            f"Dataset(name={self.name!r}, input={c}x{h}x{w}, classes={self.num_classes}, "
+            f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)})"
+        )
+
+
+def load_dataset(
+    name: str,
+    path: Path | str | None = None,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+    classes: tuple[str, ...] | None = None,
+) -> Dataset:
+    """Load data set ``name`` (a DATASETS key) and split it.
+
+    ``limit`` first subsamples the training split to that many images (stratified, seeded, the
+    class proportions kept); then ``round(val_fraction * n_c)`` images of each class c go to the
+    validation split (seeded by ``seed``; at least one image per class stays in training).
+    ``classes`` renames the classes and must have one name per class. The test split is never
+    subsampled or reshuffled. Raises RegistryError for an unknown name, DataError for unusable data.
+    """
+    loader = DATASETS.get(name)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"{name}: `0 < val_fraction < 1` must hold, but got val_fraction={val_fraction}")
+    if limit is not None and limit < 1:
+        raise DataError(f"{name}: `limit >= 1` must hold, but got limit={limit}")
+    where = f"{name} ({path})" if path is not None else name
+    x_train, y_train, x_test, y_test, names = loader(Path(path) if path is not None else None)
+    x_train, y_train = _checked(where, "train", x_train, y_train, len(names))
+    x_test, y_test = _checked(where, "test", x_test, y_test, len(names))
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{where}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}")
+    if classes is not None:
+        if len(classes) != len(names):
+            raise DataError(
+                f"{where}: classes has {len(classes)} names but the data set has {len(names)} classes "
+                f"(labels 0..{len(names) - 1})"
+            )
+        names = tuple(classes)
+
+    rng = np.random.default_rng(seed)
+    if limit is not None and limit < len(y_train):
+        keep = _stratified_subsample(y_train, limit, rng)
+        x_train, y_train = x_train[keep], y_train[keep]
+    val = _stratified_pick(y_train, val_fraction, rng)
+    if not val.any():
+        raise DataError(
+            f"{where}: val_fraction={val_fraction} of {len(y_train)} training images leaves an empty "
+            "validation split (each class rounds to 0)"
+        )
+    x_val, y_val = x_train[val], y_train[val]
+    x_train, y_train = x_train[~val], y_train[~val]
+    mean, std = _channel_stats(x_train)
+    log.debug("%s: %d train, %d val, %d test images", where, len(y_train), len(y_val), len(y_test))
+    return Dataset(
+        name=name,
+        x_train=_tensor(x_train),
+        y_train=_tensor(y_train),
+        x_val=_tensor(x_val),
+        y_val=_tensor(y_val),
+        x_test=_tensor(x_test),
+        y_test=_tensor(y_test),
+        classes=tuple(names),
+        mean=mean,
+        std=std,
+    )
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor owning writable, contiguous memory (loaders may hand out read-only views of file bytes)."""
+    if not (a.flags.writeable and a.flags.c_contiguous):
+        a = np.array(a, order="C")
+    return torch.from_numpy(a)
+
+
+# -- splitting -------------------------------------------------------------------------------------
+
+
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+    return np.floor(x + 0.5).astype(np.int64)
+
+
+def _stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A boolean mask over ``y`` choosing ``round(fraction * n_c)`` items of each class c at random.
+
+    At most ``n_c - 1`` items are chosen from a class, so every class keeps an unpicked item.
+    """
+    mask = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = min(int(_round_half_up(np.float64(fraction * len(idx)))), len(idx) - 1)
+        mask[rng.permutation(idx)[:k]] = True
+    return mask
+
+
+def _stratified_subsample(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``limit`` items of ``y``, each class in proportion (largest remainders)."""
+    labels, counts = np.unique(y, return_counts=True)
+    quota = counts * (limit / len(y))
+    take = np.floor(quota).astype(np.int64)
+    # Hand the leftover items to the classes with the largest remainders (ties to the lower label).
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: limit - int(take.sum())]] += 1
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(labels, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of uint8 ``N x C x H x W`` on the [0, 1] scale.
+
+    Exact integer sums, in chunks, so a 60k-image set needs no float copy of itself.
+    """
+    c = x.shape[1]
+    s = np.zeros(c, dtype=np.int64)
+    s2 = np.zeros(c, dtype=np.int64)
+    for i in range(0, len(x), chunk):
+        part = x[i : i + chunk].astype(np.int64)
+        s += part.sum(axis=(0, 2, 3))
+        s2 += np.square(part).sum(axis=(0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = s / n
+    var = np.maximum(s2 / n - mean**2, 0.0)
+    std = np.sqrt(var)
+    std = np.where(std > 0, std, 255.0)  # a constant channel: scale 1 instead of dividing by zero
+    return tuple(float(m / 255.0) for m in mean), tuple(float(v / 255.0) for v in std)
+
+
+def _checked(where: str, split: str, x: object, y: object, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A loader's split as (uint8 ``N x C x H x W``, int64 ``N``) numpy arrays, or a DataError saying why not."""
+    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise DataError(f"{where}: {split} images must be uint8 [N, C, H, W], but got {x.dtype} {list(x.shape)}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: {split} labels must be integers [N], but got {y.dtype} {list(y.shape)}")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} {split} images but {len(y)} {split} labels")
+    if len(y) == 0:
+        raise DataError(f"{where}: the {split} split is empty")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"{where}: {split} labels range over {lo}..{hi}, but there are {num_classes} classes")
+    return x, y.astype(np.int64, copy=False)
+
+
+# -- loaders ---------------------------------------------------------------------------------------
+
+
+@DATASETS.register("digits")
+def _load_digits(path: Path | None) -> LoaderOutput:
+    """scikit-learn's 1797 8x8 digits (values 0..16 scaled to 0..255), with a fixed 20 % test split."""
+    if path is not None:
+        raise DataError(f"digits: takes no path (it ships with scikit-learn), but got {path}")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    test = _stratified_pick(y, DIGITS_TEST_FRACTION, np.random.default_rng(DIGITS_TEST_SEED))
+    return x[~test], y[~test], x[test], y[test], tuple(str(i) for i in range(10))
+
+
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+
+
+@DATASETS.register("idx")
+def _load_idx(path: Path | None) -> LoaderOutput:
+    """A directory of MNIST-format IDX files, gzipped (``.gz``) or raw.
+
+    Class names are "0".."K-1" (K = largest label + 1), or Fashion-MNIST's names when the directory's
+    name contains "fashion".
+    """
+    if path is None:
+        raise DataError("idx: needs a path (a directory of MNIST-format IDX files)")
+    if not path.is_dir():
+        raise DataError(f"idx: {path}: no such directory")
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for key, stem in _IDX_FILES.items():
+        for candidate in (path / f"{stem}.gz", path / stem):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            missing.append(f"{stem}[.gz]")
+    if missing:
+        raise DataError(
+            f"idx: {path}: missing {', '.join(missing)}; expected the four MNIST-format files "
+            f"{', '.join(s + '[.gz]' for s in _IDX_FILES.values())}"
+        )
+    x_train = _read_idx_images(found["train_images"])
+    y_train = _read_idx_labels(found["train_labels"])
+    x_test = _read_idx_images(found["test_images"])
+    y_test = _read_idx_labels(found["test_labels"])
+    for xs, ys, xf, yf in ((x_train, y_train, "train_images", "train_labels"),
+                           (x_test, y_test, "test_images", "test_labels")):
+        if len(xs) != len(ys):
+            raise DataError(f"idx: {found[xf]} holds {len(xs)} images but {found[yf].name} holds {len(ys)} labels")
+    k = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    if "fashion" in path.resolve().name.lower() and k <= len(FASHION_MNIST_CLASSES):
+        names = FASHION_MNIST_CLASSES
+    else:
+        names = tuple(str(i) for i in range(k))
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), names
+
+
+def _read_bytes(file: Path) -> bytes:
+    """The file's content, gunzipped when its name ends in .gz."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"idx: {file}: cannot read: {exc}") from exc
+    if file.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"idx: {file}: not a valid gzip file ({exc})") from exc
+
+
+def _read_idx(file: Path, magic: int, ndim: int, what: str) -> np.ndarray:
+    """An IDX file of unsigned bytes as a numpy array of its declared shape (a view of the file's bytes)."""
+    data = _read_bytes(file)
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"idx: {file}: truncated: {len(data)} bytes, shorter than the {header}-byte IDX header")
+    (got,) = struct.unpack(">I", data[:4])
+    if got != magic:
+        raise DataError(f"idx: {file}: magic number 0x{got:08x}, expected 0x{magic:08x} ({what})")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    need = header + int(np.prod(dims, dtype=np.int64))
+    if len(data) < need:
+        raise DataError(
+            f"idx: {file}: truncated: {len(data)} bytes, the header {list(dims)} needs {need}"
+        )
+    if len(data) > need:
+        raise DataError(f"idx: {file}: {len(data) - need} bytes after the {list(dims)} payload (corrupt file?)")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_images(file: Path) -> np.ndarray:
+    """uint8 ``N x 1 x H x W`` (read-only view; the split copies it)."""
+    x = _read_idx(file, _IDX_IMAGES_MAGIC, 3, "uint8 images, 3 dimensions")
+    return x[:, None, :, :]
+
+
+def _read_idx_labels(file: Path) -> np.ndarray:
+    """uint8 ``N``."""
+    return _read_idx(file, _IDX_LABELS_MAGIC, 1, "uint8 labels, 1 dimension")

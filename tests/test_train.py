@@ -1,0 +1,154 @@
+"""Tests of nago_spec.train: determinism, the NaN guard, fractional epochs, max_seconds, learning, evaluation."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nago_spec.data import Dataset, load_dataset
+from nago_spec.errors import TrialError
+from nago_spec.network import Normalize
+from nago_spec.train import TrainResult, cosine_lr, evaluate, param_groups, predict_logits, train
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", seed=0)
+
+
+class Gated(nn.Module):
+    """A 0-d gate parameter, like the network's sigmoid gates: must not be weight-decayed."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.gate)
+
+
+def small_cnn(data: Dataset, seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    """About 5k parameters: conv-BN-ReLU x2, pool, gate, dropout, linear; raw pixels in."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        Normalize(data.mean, data.std),
+        nn.Conv2d(data.in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), Gated(), nn.Dropout(dropout),
+        nn.Linear(64, data.num_classes),
+    )
+    torch.random.set_rng_state(gen_state)
+    return model
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_same_weights_and_seed_give_identical_results_and_keep_the_callers_rng(digits):
+    a = small_cnn(digits, dropout=0.3)
+    b = copy.deepcopy(a)
+    state = torch.random.get_rng_state()
+    ra = train(a, digits, epochs=0.5, batch_size=64, lr=0.05, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    rb = train(b, digits, epochs=0.5, batch_size=64, lr=0.05, seed=7)
+    assert ra.steps == rb.steps
+    assert (ra.val_accuracy, ra.val_loss, ra.train_loss) == (rb.val_accuracy, rb.val_loss, rb.train_loss)
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = small_cnn(digits, dropout=0.3)
+    train(c, digits, epochs=0.5, batch_size=64, lr=0.05, seed=8)
+    assert not torch.equal(_weights(c)["1.weight"], wa["1.weight"])
+
+
+def test_fractional_epochs_count_steps(digits):
+    steps_per_epoch = len(digits.y_train) // 64  # the last partial batch is dropped
+    r = train(small_cnn(digits), digits, epochs=0.3, batch_size=64, lr=0.05, seed=0)
+    assert r.steps == math.ceil(0.3 * steps_per_epoch)
+    assert r.epochs == pytest.approx(r.steps / steps_per_epoch)
+    r = train(small_cnn(digits), digits, epochs=1.5, batch_size=64, lr=0.05, seed=0)
+    assert r.steps == math.ceil(1.5 * steps_per_epoch)
+    digits10 = len(digits.y_train) // 10  # a batch size with exactly 10 steps per epoch
+    assert train(small_cnn(digits), digits, epochs=0.7, batch_size=digits10, lr=0.05, seed=0).steps == 7
+    assert isinstance(r, TrainResult) and r.seconds > 0 and r.images_per_second > 0
+    assert 0 <= r.val_accuracy <= 1 and math.isfinite(r.val_loss) and math.isfinite(r.train_loss)
+
+
+def test_max_seconds_stops_after_the_crossing_step(digits):
+    r = train(small_cnn(digits), digits, epochs=5, batch_size=64, lr=0.05, seed=0, max_seconds=0.0)
+    steps_per_epoch = len(digits.y_train) // 64
+    assert r.steps == 1 and r.epochs == pytest.approx(1 / steps_per_epoch)
+    assert 0 <= r.val_accuracy <= 1
+
+
+def test_nan_guard_model_output(digits):
+    class NaNOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * float("nan")
+
+    model = NaNOut().eval()
+    with pytest.raises(TrialError, match=r"^non-finite training loss at step 1 \(epoch 1\)$"):
+        train(model, digits, epochs=1, batch_size=64, lr=0.05, seed=0)
+    assert not model.training  # the mode it was given, even on failure
+
+
+def test_nan_guard_diverging_lr(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))  # raw 0..255 input
+    with pytest.raises(TrialError, match=r"non-finite training loss at step \d+ \(epoch \d+\)"):
+        train(model, digits, epochs=3, batch_size=64, lr=1e6, seed=0)
+
+
+def test_a_small_cnn_learns_digits(digits):
+    model = small_cnn(digits)
+    r = train(model, digits, epochs=3, batch_size=64, lr=0.1, seed=0)
+    assert r.val_accuracy > 0.8
+    assert r.epochs == 3.0
+    assert model.training  # train() restores the mode it found
+    test_acc, test_loss = evaluate(model, digits.x_test, digits.y_test)
+    assert test_acc > 0.8 and test_loss < 1.0
+
+
+def test_evaluate_and_predict_logits_agree_and_restore_mode(digits):
+    model = small_cnn(digits)
+    logits = predict_logits(model, digits.x_val, batch_size=100)
+    assert logits.shape == (len(digits.y_val), 10) and logits.dtype == torch.float32
+    assert model.training
+    acc, loss = evaluate(model, digits.x_val, digits.y_val, batch_size=37)
+    assert acc == pytest.approx(float((logits.argmax(1) == digits.y_val).double().mean()))
+    assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, digits.y_val)), rel=1e-5)
+    model.eval()
+    evaluate(model, digits.x_val, digits.y_val)
+    assert not model.training
+
+
+def test_weight_decay_only_on_conv_and_linear_weights(digits):
+    model = small_cnn(digits)
+    decay, rest = param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and rest["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay["params"]}
+    named = dict(model.named_parameters())
+    assert {k for k, p in named.items() if id(p) in decayed} == {"1.weight", "4.weight", "11.weight"}
+    assert len(decay["params"]) + len(rest["params"]) == len(named)  # the gate, biases, BN: no decay
+
+
+def test_cosine_schedule():
+    assert cosine_lr(0.1, 0, 10) == pytest.approx(0.1)
+    assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
+    assert 0 < cosine_lr(0.1, 9, 10) < 0.003
+
+
+def test_bad_arguments(digits):
+    with pytest.raises(ValueError, match=r"`epochs > 0` must hold, but got epochs=0"):
+        train(small_cnn(digits), digits, epochs=0, batch_size=64, lr=0.1, seed=0)
+    with pytest.raises(ValueError, match="no images"):
+        evaluate(small_cnn(digits), digits.x_val[:0], digits.y_val[:0])
