@@ -43,7 +43,7 @@ BAD = {
 def test_bad_input_gives_one_line_and_exit_2(case, tmp_path, capsys):
     body, pattern = BAD[case]
     spec = tmp_path / "bad.toml"
-    spec.write_text('version = 1\nname = "bad"\n' + body)
+    spec.write_text('version = 1\nname = "bad"\n[[objectives]]\nname = "error"\n' + body)
     assert main(["check", str(spec)]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
