@@ -1,0 +1,73 @@
+"""The optimiser's view of a search: space, objectives with directions, constraints and exact cheap metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nago_spec.space import SearchSpace
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass(frozen=True)
+class ObjectiveInfo:
+    """One objective: its name, direction and whether the optimiser may compute it exactly (``cheap``)."""
+
+    name: str
+    direction: str
+    cheap: bool
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"objective {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
+
+
+@dataclass(frozen=True)
+class ConstraintInfo:
+    """``min <= value(objective) <= max``, either bound optional, in the objective's own units."""
+
+    objective: str
+    min: float | None = None
+    max: float | None = None
+
+    def violation(self, value: float) -> float:
+        """0 when ``value`` satisfies the constraint, else its distance to the violated bound."""
+        v = float(value)
+        if self.min is not None and v < self.min:
+            return float(self.min - v)
+        if self.max is not None and v > self.max:
+            return float(v - self.max)
+        return 0.0
+
+
+CheapFn = Callable[[Mapping[str, Any], int], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a strategy optimises.
+
+    ``cheap_fn(params, trial_id)`` returns the exact values of every cheap objective (and of any cheap
+    quantity a constraint names) for the architecture trial ``trial_id`` would build from ``params``.
+    """
+
+    space: SearchSpace
+    objectives: tuple[ObjectiveInfo, ...]
+    constraints: tuple[ConstraintInfo, ...] = ()
+    cheap_fn: CheapFn | None = None
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise ValueError("a problem needs at least one objective")
+        if any(o.cheap for o in self.objectives) and self.cheap_fn is None:
+            raise ValueError("cheap objectives need a cheap_fn to compute them")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objectives)
+
+    def violation(self, values: Mapping[str, float]) -> float:
+        """Total constraint violation of one trial's values (constraints on absent names count 0)."""
+        return float(sum(c.violation(values[c.objective]) for c in self.constraints if c.objective in values))

@@ -1,0 +1,247 @@
+"""Tests of the search strategies: registry, determinism, failures, constraints, and BO beating random."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from linear_operator.utils.errors import NotPSDError
+
+from nago_spec.errors import RegistryError
+from nago_spec.pareto import hypervolume, to_minimization
+from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
+from nago_spec.space import FloatParam, IntParam, SearchSpace
+from nago_spec.strategies import STRATEGIES, BOStrategy, RandomStrategy, Strategy
+from nago_spec.strategies import bo as bo_module
+from nago_spec.strategies.base import STREAM_SOBOL
+
+FAST = {"pop_size": 16, "generations": 6, "restarts": 2, "fit_iters": 30}
+
+
+# -- toy problems ------------------------------------------------------------------------------
+def zdt1_problem(d: int = 5) -> tuple[Problem, Callable[[dict], dict[str, float]]]:
+    """ZDT1 in ``d`` dims: f1 = x0 is cheap (computed exactly), f2 expensive (modelled by a GP)."""
+    space = SearchSpace(tuple(FloatParam(f"x{i}", 0.0, 1.0) for i in range(d)))
+
+    def evaluate(p: dict) -> dict[str, float]:
+        x = np.array([p[f"x{i}"] for i in range(d)])
+        g = 1.0 + 9.0 * x[1:].mean()
+        return {"f1": float(x[0]), "f2": float(g * (1.0 - np.sqrt(x[0] / g)))}
+
+    objs = (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", False))
+    return Problem(space, objs, cheap_fn=lambda p, tid: {"f1": float(p["x0"])}), evaluate
+
+
+def run_search(strategy: Strategy, evaluate: Callable, budget: int, batch: int) -> list[dict[str, float]]:
+    values = []
+    tid = 0
+    while tid < budget:
+        for p in strategy.ask(min(batch, budget - tid), next_trial_id=tid):
+            v = evaluate(p)
+            strategy.tell(tid, p, v)
+            values.append(v)
+            tid += 1
+    return values
+
+
+def zdt1_hv(values: list[dict[str, float]], problem: Problem) -> float:
+    """Hypervolume in the box f1 in [0, 1.1], f2 in [0, 11], normalised to [0, 1]."""
+    ref = np.array([1.1, 11.0])
+    return hypervolume(to_minimization(values, problem.objectives), ref) / ref.prod()
+
+
+def history(problem: Problem, evaluate, n: int, seed: int = 0, failed: tuple[int, ...] = ()) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for tid in range(n):
+        p = problem.space.from_unit(rng.random(problem.space.dim))
+        out.append((tid, p, None if tid in failed else evaluate(p)))
+    return out
+
+
+# -- registry and options ----------------------------------------------------------------------
+def test_registry_holds_random_and_bo():
+    assert STRATEGIES.names() == ["bo", "random"]
+    assert STRATEGIES.get("bo") is BOStrategy and STRATEGIES.get("random") is RandomStrategy
+    with pytest.raises(RegistryError, match="did you mean 'bo'"):
+        STRATEGIES.get("boo")
+
+
+def test_unknown_options_are_rejected_with_the_nearest_name():
+    problem, _ = zdt1_problem()
+    with pytest.raises(ValueError, match="'pop_sise' \\(did you mean 'pop_size'\\?\\)"):
+        BOStrategy(problem, seed=0, options={"pop_sise": 10})
+
+
+# -- random ------------------------------------------------------------------------------------
+def test_random_points_depend_only_on_seed_and_trial_id():
+    problem, _ = zdt1_problem()
+    a = RandomStrategy(problem, seed=3).ask(6, next_trial_id=0)
+    b = RandomStrategy(problem, seed=3)
+    assert b.ask(2, next_trial_id=4) == a[4:6]
+    assert b.ask(4, next_trial_id=0) == a[:4]
+    assert RandomStrategy(problem, seed=4).ask(6, next_trial_id=0) != a
+    assert all(0.0 <= v <= 1.0 for p in a for v in p.values())
+
+
+# -- bo: design, determinism, failures ---------------------------------------------------------
+def test_bo_initial_phase_takes_sobol_points_by_trial_id():
+    problem, evaluate = zdt1_problem()
+    s = BOStrategy(problem, seed=1, initial=6, options=FAST)
+    sobol = problem.space.from_unit_many(problem.space.sobol(8, s.child_seed(STREAM_SOBOL)))
+    assert s.ask(3, next_trial_id=0) == sobol[:3]
+    assert s.ask(3, next_trial_id=3) == sobol[3:6]
+    # past `initial` but with fewer than 2 complete trials, the sequence goes on
+    s.tell(0, sobol[0], evaluate(sobol[0]))
+    s.tell(1, sobol[1], None)
+    assert s.ask(2, next_trial_id=6) == sobol[6:8]
+
+
+def test_bo_is_deterministic_in_any_tell_order():
+    problem, evaluate = zdt1_problem(3)
+    trials = history(problem, evaluate, 12, failed=(4,))
+    pending = [(12, problem.space.from_unit(np.full(3, 0.3)))]
+    asks = []
+    for order in (range(12), [5, 11, 0, 3, 7, 1, 9, 2, 10, 4, 8, 6]):
+        s = BOStrategy(problem, seed=5, initial=4, options=FAST)
+        for i in order:
+            s.tell(*trials[i])
+        asks.append(s.ask(3, next_trial_id=13, pending=pending))
+        assert s.last_fallback is None
+    assert asks[0] == asks[1]
+    assert len({tuple(p.values()) for p in asks[0]}) == 3  # a batch of distinct points
+    # pending points change the proposals (Kriging believer), and are never proposed again
+    s = BOStrategy(problem, seed=5, initial=4, options=FAST)
+    for t in trials:
+        s.tell(*t)
+    assert s.ask(3, next_trial_id=13) != asks[0]
+
+
+def test_bo_fits_only_complete_trials_and_never_reproposes_failed_ones(monkeypatch):
+    # an integer grid where the cheap optimum (1, 2) is a trial that failed: it must not come back
+    space = SearchSpace((IntParam("a", 0, 3), IntParam("b", 0, 3)))
+    objs = (ObjectiveInfo("dist", "minimize", True), ObjectiveInfo("loss", "minimize", False))
+
+    def cheap(p, tid):
+        return {"dist": float((p["a"] - 1) ** 2 + (p["b"] - 2) ** 2)}
+
+    problem = Problem(space, objs, cheap_fn=cheap)
+    sizes = []
+    real_fit = bo_module.fit_gp
+
+    def spy(X, y, **kw):
+        sizes.append(len(y))
+        return real_fit(X, y, **kw)
+
+    monkeypatch.setattr(bo_module, "fit_gp", spy)
+    s = BOStrategy(problem, seed=0, initial=2, options=FAST)
+    s.tell(0, {"a": 0, "b": 0}, {"dist": 5.0, "loss": 1.0})
+    s.tell(1, {"a": 3, "b": 3}, {"dist": 5.0, "loss": 2.0})
+    s.tell(2, {"a": 1, "b": 2}, None)
+    s.tell(3, {"a": 3, "b": 0}, None)
+    proposed = []
+    for tid in range(4, 12, 2):
+        ps = s.ask(2, next_trial_id=tid)
+        for k, p in enumerate(ps):
+            s.tell(tid + k, p, {**cheap(p, 0), "loss": float(p["a"] + p["b"])})
+        proposed += [(p["a"], p["b"]) for p in ps]
+    assert sizes[0] == 2  # the first fit saw the 2 complete trials only
+    assert (1, 2) not in proposed and (3, 0) not in proposed
+    assert len(set(proposed)) == len(proposed)  # never the same grid point twice
+    assert not {(0, 0), (3, 3)} & set(proposed)
+
+
+def test_bo_falls_back_to_random_points_when_the_fit_fails(monkeypatch, caplog):
+    problem, evaluate = zdt1_problem(3)
+
+    def broken(*args, **kwargs):
+        raise NotPSDError("matrix not positive definite")
+
+    monkeypatch.setattr(bo_module, "fit_gp", broken)
+    s = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for t in history(problem, evaluate, 6):
+        s.tell(*t)
+    with caplog.at_level(logging.WARNING, logger="nago_spec.strategies.bo"):
+        ps = s.ask(2, next_trial_id=6)
+    assert len(ps) == 2 and ps[0] != ps[1]
+    assert "NotPSDError" in s.last_fallback and "random points" in caplog.text
+    again = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for t in history(problem, evaluate, 6):
+        again.tell(*t)
+    assert again.ask(2, next_trial_id=6) == ps  # the fallback is seeded too
+
+
+def test_bo_respects_cheap_constraints_exactly():
+    # f1 cheap with a bound, a cheap constraint-only metric, f2 expensive
+    space = SearchSpace(tuple(FloatParam(f"x{i}", 0.0, 1.0) for i in range(3)))
+
+    def cheap(p, tid):
+        return {"f1": p["x0"], "budget": p["x0"] + p["x1"]}
+
+    def evaluate(p):
+        return {**cheap(p, 0), "f2": float((1 - p["x0"]) ** 2 + p["x1"] + (p["x2"] - 0.5) ** 2)}
+
+    objs = (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", False))
+    cons = (ConstraintInfo("budget", min=0.8), ConstraintInfo("f1", max=0.6))
+    problem = Problem(space, objs, constraints=cons, cheap_fn=cheap)
+    s = BOStrategy(problem, seed=2, initial=6, batch=3, options=FAST)
+    values = run_search(s, evaluate, budget=18, batch=3)
+    bo_values = values[6:]
+    assert all(v["budget"] >= 0.8 and v["f1"] <= 0.6 for v in bo_values)
+    assert s.last_fallback is None
+
+
+def test_bo_with_only_cheap_objectives_needs_no_gp(monkeypatch):
+    problem, evaluate = zdt1_problem(3)
+    both_cheap = Problem(
+        problem.space,
+        (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", True)),
+        cheap_fn=lambda p, tid: evaluate(p),
+    )
+    monkeypatch.setattr(bo_module, "fit_gp", lambda *a, **k: pytest.fail("no GP expected"))
+    s = BOStrategy(both_cheap, seed=0, initial=4, options={**FAST, "generations": 20})
+    values = run_search(s, evaluate, budget=12, batch=2)
+    assert s.last_fallback is None
+    assert min(v["f2"] for v in values[4:]) < min(v["f2"] for v in values[:4])
+
+
+def test_bo_maximises_a_single_expensive_objective():
+    space = SearchSpace((FloatParam("x", -1.0, 1.0),))
+    problem = Problem(space, (ObjectiveInfo("score", "maximize", False),))
+
+    def evaluate(p):
+        return {"score": float(-((p["x"] - 0.3) ** 2))}
+
+    s = BOStrategy(problem, seed=0, initial=4, batch=1, options=FAST)
+    values = run_search(s, evaluate, budget=12, batch=1)
+    assert max(v["score"] for v in values) > -1e-3  # |x - 0.3| < 0.03
+
+
+def test_bo_reaches_a_higher_hypervolume_than_random_on_zdt1(caplog):
+    problem, evaluate = zdt1_problem(5)
+    hv = {"bo": [], "random": []}
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING):
+        for seed in range(3):
+            for name in hv:
+                s = STRATEGIES.get(name)(problem, seed=seed, initial=8, batch=2)
+                hv[name].append(zdt1_hv(run_search(s, evaluate, budget=30, batch=2), problem))
+    assert "random points instead" not in caplog.text  # every BO ask was model-based
+    logging.getLogger(__name__).info("ZDT1 hv %s in %.1fs", hv, time.perf_counter() - start)
+    assert np.mean(hv["bo"]) > np.mean(hv["random"]) + 0.1
+    assert min(hv["bo"]) > max(hv["random"])
+
+
+@pytest.mark.slow
+def test_bo_beats_random_on_zdt1_over_more_seeds_and_a_longer_budget():
+    problem, evaluate = zdt1_problem(6)
+    hv = {"bo": [], "random": []}
+    for seed in range(5):
+        for name in hv:
+            s = STRATEGIES.get(name)(problem, seed=seed, initial=10, batch=4)
+            hv[name].append(zdt1_hv(run_search(s, evaluate, budget=60, batch=4), problem))
+    assert np.mean(hv["bo"]) > np.mean(hv["random"]) + 0.1
+    assert min(hv["bo"]) > max(hv["random"])
