@@ -34,7 +34,7 @@ BAD = {
     "unknown key": ("[train]\nepoch = 3\n", r"\[train\]\.epoch = 3: unknown key \(did you mean 'epochs'\?\)"),
     "missing data path": ("[data]\ndataset = \"idx\"\npath = \"nowhere\"\n", r"\[data\]\.path"),
     "callable that does not import": (
-        "[[objectives]]\nname = \"energy\"\ncallable = \"nope_module_xyz:f\"\n", r"\[objectives\]\[0\]\.callable"
+        "[[objectives]]\nname = \"energy\"\ncallable = \"nope_module_xyz:f\"\n", r"\[objectives\]\[1\]\.callable"
     ),
 }
 
