@@ -42,7 +42,7 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         # the exporter reports its progress on stdout and warns about its own internals
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
@@ -66,6 +66,18 @@ def export_onnx(
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path}: onnx.checker rejected the model: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Raise a logger to ERROR for the duration (the exporter logs about optional torchvision ops)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def onnx_session(path: Path):

@@ -98,7 +98,7 @@ def trial_rows(
         if constraints:
             row["feasible"] = "" if not values else violation(values, constraints) <= 0
         row["seconds"] = "" if t.seconds is None else round(t.seconds, 2)
-        row["error"] = (t.error or "").splitlines()[0] if t.error else ""
+        row["fail_reason"] = (t.error or "").splitlines()[0] if t.error else ""
         rows.append(row)
     return rows
 
@@ -193,7 +193,7 @@ def write_report(
     cols = ["trial", "state", *param_names, *onames, *extra]
     if constraints:
         cols.append("feasible")
-    cols += ["seconds", "error"]
+    cols += ["seconds", "fail_reason"]
     rows = trial_rows(trials, param_names, onames + extra, constraints)
     write_csv(run_dir / "trials.csv", rows, cols)
     fr = front(trials, objectives, constraints)
