@@ -129,3 +129,18 @@ def test_process_backend_runs_the_params_spec(tmp_path):
         trials = s.trials()
     assert len(trials) == 10 and all(t.state is TrialState.COMPLETE for t in trials)
     assert all(t.host for t in trials)
+
+
+def test_status_report_and_export_commands(tiny_spec, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
+    (out / "report.md").unlink()
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "3/3 evaluations (3 complete" in status and "Pareto front" in status
+    assert main(["report", str(out)]) == 0 and (out / "report.md").exists()
+    (out / "models" / "manifest.json").unlink()
+    assert main(["export", str(out)]) == 0
+    assert json.loads((out / "models" / "manifest.json").read_text())["models"]
+    assert main(["status", str(tmp_path / "nowhere")]) == 1
+    assert "not a run directory" in capsys.readouterr().err

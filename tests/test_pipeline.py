@@ -1,0 +1,87 @@
+"""The compiled spec: search space from the levels, exact cheap values, failure isolation of objectives."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from nago_spec.errors import TrialError
+from nago_spec.pipeline import DataShape, Evaluator, build_space, sample_architecture
+from nago_spec.seeds import sample_seed
+from nago_spec.spec import load_spec
+
+SHAPE = DataShape(1, (8, 8), 10)
+
+
+def test_space_holds_exactly_the_searched_level_keys(tiny_spec):
+    spec = load_spec(tiny_spec)
+    space = build_space(spec)
+    assert space.names == ("top.nodes", "top.p", "mid.nodes", "bottom.p")
+    kinds = {p.name: type(p).__name__ for p in space.params}
+    assert kinds == {"top.nodes": "IntParam", "top.p": "FloatParam", "mid.nodes": "IntParam", "bottom.p": "FloatParam"}
+
+
+def test_cheap_values_equal_the_trial_architecture(tiny_spec):
+    spec = load_spec(tiny_spec)
+    problem = Evaluator(spec).problem(SHAPE)
+    params = {"top.nodes": 4, "top.p": 0.3, "mid.nodes": 2, "bottom.p": 0.7}
+    arch = sample_architecture(spec, params, sample_seed(spec.seed, 5, 0), SHAPE)
+    assert problem.cheap_fn(params, 5) == {"params": float(arch.param_count())}
+
+
+def _params_spec(tmp_path, body: str, objectives: str):
+    (tmp_path / "objs.py").write_text(textwrap.dedent(body))
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'version = 1\nname = "s"\n[space]\nkind = "params"\n[space.params]\n'
+        'x = { type = "float", low = 0.0, high = 1.0 }\n' + textwrap.dedent(objectives)
+    )
+    return Evaluator(load_spec(path))
+
+
+@pytest.mark.parametrize(
+    "returned, message",
+    [
+        ("float('nan')", "objective 'f' returned nan, not a finite number"),
+        ("'fast'", "objective 'f' returned str 'fast', not a number"),
+        ("{'g': 1.0}", "objective 'f' .* returned a mapping without key 'f'"),
+        ("None", "objective 'f' returned NoneType"),
+    ],
+)
+def test_bad_objective_values_fail_the_trial_naming_the_objective(tmp_path, returned, message):
+    ev = _params_spec(tmp_path, f"def f(params):\n    return {returned}\n",
+                      '[[objectives]]\nname = "f"\ncallable = "objs.py:f"\n')
+    with pytest.raises(TrialError, match=message):
+        ev.evaluate({"x": 0.5}, 0, None)
+
+
+def test_shared_callable_is_called_once_and_context_is_passed(tmp_path):
+    ev = _params_spec(
+        tmp_path,
+        """
+        calls = []
+        def both(params, ctx):
+            calls.append(ctx.seed)
+            return {"a": params["x"], "b": 1 - params["x"]}
+        """,
+        '[[objectives]]\nname = "a"\ncallable = "objs.py:both"\n[[objectives]]\nname = "b"\ncallable = "objs.py:both"\n',
+    )
+    values, samples = ev.evaluate({"x": 0.25}, 3, None)
+    assert values == {"a": 0.25, "b": 0.75}
+    import sys
+
+    module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(tmp_path / "objs.py"))
+    assert module.calls == [sample_seed(0, 3, 0)] and samples[0]["seed"] == module.calls[0]
+
+
+def test_network_evaluation_trains_and_scores(tiny_spec):
+    from runners.worker import load_data
+
+    spec = load_spec(tiny_spec)
+    data = load_data(str(spec.path))
+    params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
+    values, samples = Evaluator(spec).evaluate(params, 0, data)
+    assert 0.0 <= values["error"] < 0.9  # one epoch on digits beats chance (0.9 error)
+    assert values["params"] == Evaluator(spec).problem(DataShape.of(data)).cheap_fn(params, 0)["params"]
+    assert samples[0]["train"]["epochs"] == 1.0
