@@ -127,9 +127,10 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
             fr = _report(spec, run_dir, trials, problem, wall)
-            if spec.space.kind != "params" and spec.export.onnx and fr.pareto:
-                progress.message(f"final training and ONNX export of {min(len(fr.pareto), spec.export.max_models or 10**9)} Pareto model(s)")
-                export_models(spec, spec_file, run_dir, fr.pareto, backend, problem)
+            chosen = export_selection(spec, fr.pareto, problem)
+            if spec.space.kind != "params" and spec.export.onnx and chosen and not _manifest_current(run_dir, spec, chosen):
+                progress.message(f"final training and ONNX export of {len(chosen)} Pareto model(s)")
+                export_models(spec, spec_file, run_dir, chosen, backend, problem)
                 wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
                 _report(spec, run_dir, trials, problem, wall)
             store.set_meta("wall_seconds", str(wall))
@@ -207,12 +208,24 @@ def _summary(store: Store, problem) -> dict[str, Any]:
     return {"counts": counts, "best": best, "hypervolume": hv}
 
 
-def export_models(spec: Spec, spec_file: Path, run_dir: Path, pareto: list[TrialRecord], backend: Backend, problem) -> list[dict]:
-    """Final training and ONNX export of the Pareto trials into ``run_dir/models``; writes manifest.json."""
-    first = problem.objectives[0]
+def export_selection(spec: Spec, pareto: list[TrialRecord], problem) -> list[TrialRecord]:
+    """The Pareto trials to export: best first by the first objective, at most ``export.max_models``."""
     ordered = sorted(pareto, key=lambda t: to_minimization([t.values], problem.objectives)[0][0])
-    if spec.export.max_models:
-        ordered = ordered[: spec.export.max_models]
+    return ordered[: spec.export.max_models] if spec.export.max_models else ordered
+
+
+def _manifest_current(run_dir: Path, spec: Spec, chosen: list[TrialRecord]) -> bool:
+    """Whether models/manifest.json already holds exactly these trials of this search."""
+    path = run_dir / "models" / "manifest.json"
+    if not path.exists():
+        return False
+    m = json.loads(path.read_text())
+    done = sorted([e["trial"] for e in m["models"]] + [e["trial"] for e in m["failed"]])
+    return m.get("spec_hash") == spec.search_hash() and done == sorted(t.id for t in chosen)
+
+
+def export_models(spec: Spec, spec_file: Path, run_dir: Path, ordered: list[TrialRecord], backend: Backend, problem) -> list[dict]:
+    """Final training and ONNX export of ``ordered`` trials into ``run_dir/models``; writes manifest.json."""
     models_dir = run_dir / "models"
     shutil.rmtree(models_dir, ignore_errors=True)
     models_dir.mkdir(parents=True)
@@ -235,7 +248,7 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, pareto: list[Trial
     manifest = {
         "spec": spec.name,
         "spec_hash": spec.search_hash(),
-        "ordered_by": first.name,
+        "ordered_by": problem.objectives[0].name,
         "models": entries,
         "failed": errors,
     }
@@ -259,7 +272,7 @@ def export_run(run_dir: Path, mode: str = "auto") -> Path:
         if spec.space.kind == "params":
             raise StoreError(f"{run_dir}: a plain-parameter run has no networks to export")
         fr = front(trials, problem.objectives, problem.constraints)
-        export_models(spec, spec_file, run_dir, fr.pareto, backend, problem)
+        export_models(spec, spec_file, run_dir, export_selection(spec, fr.pareto, problem), backend, problem)
         _report(spec, run_dir, trials, problem, wall)
     finally:
         backend.close()

@@ -144,3 +144,12 @@ def test_status_report_and_export_commands(tiny_spec, tmp_path, capsys):
     assert json.loads((out / "models" / "manifest.json").read_text())["models"]
     assert main(["status", str(tmp_path / "nowhere")]) == 1
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_rerunning_a_finished_run_keeps_its_models(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    model = next((out / "models").glob("*.onnx"))
+    stamp = model.stat().st_mtime_ns
+    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
+    assert model.stat().st_mtime_ns == stamp and len(_values(out)) == 2
