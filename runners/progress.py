@@ -38,7 +38,7 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._bar = Bar(
-                TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("[bold]trials"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
                 transient=False,
             )
@@ -91,7 +91,11 @@ class Progress:
                 parts.append(f"failed {failed}")
             parts += [f"best {k} {v:.4g}" for k, v in summary["best"].items()]
             parts.append(f"hv {summary['hypervolume']:.3f}")
-        return ", ".join(parts)
+        text = ", ".join(parts)
+        if self._bar is not None:  # the statistics give way on a narrow terminal, the counters never do
+            room = max(12, self._bar.console.width - 58)
+            text = text if len(text) <= room else text[: room - 1] + "…"
+        return text
 
     def _eta(self, done: int) -> str:
         new = done - self._done0
