@@ -64,3 +64,18 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_run_on_a_missing_spec_exits_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "none.toml"), "--out", str(tmp_path / "r")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_readme_spec_is_valid(tmp_path, capsys):
+    text = (REPO / "README.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = tmp_path / "readme.toml"
+    spec.write_text(block)
+    assert main(["check", str(spec)]) == 0, capsys.readouterr().err
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = (REPO / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
+    assert block[0].startswith("pip install -c constraints.txt ") and "nago run specs/quickstart.toml" in block[0]
+    assert block[1].startswith("pip install -c constraints.txt ") and "pytest" in block[1]
