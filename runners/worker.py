@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import socket
 import traceback
 from pathlib import Path
@@ -18,25 +19,39 @@ def init_worker() -> None:
     torch.set_num_threads(1)
 
 
-@functools.lru_cache(maxsize=4)
+def _version(path: str) -> str:
+    """The file's content hash: caches below must not outlive a rewritten spec.toml."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _evaluator(spec_file: str, run_dir: str | None):
+    return _cached_evaluator(spec_file, run_dir, _version(spec_file))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_evaluator(spec_file: str, run_dir: str | None, version: str):
     from nago_spec.pipeline import Evaluator
     from nago_spec.spec import load_spec
 
     return Evaluator(load_spec(spec_file), Path(run_dir) if run_dir else None)
 
 
-@functools.lru_cache(maxsize=2)
 def load_data(spec_file: str):
-    """The spec's data set, loaded once per process (None for plain-parameter specs)."""
-    from nago_spec.data import load_dataset
+    """The spec's data set, loaded once per process and data section (None for plain-parameter specs)."""
     from nago_spec.spec import load_spec
 
     spec = load_spec(spec_file)
     if spec.space.kind == "params":
         return None
     d = spec.data
-    return load_dataset(d.dataset, d.path, val_fraction=d.val_fraction, seed=spec.seed, limit=d.limit, classes=d.classes)
+    return _cached_data(d.dataset, d.path, d.val_fraction, spec.seed, d.limit, d.classes)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(dataset, path, val_fraction, seed, limit, classes):
+    from nago_spec.data import load_dataset
+
+    return load_dataset(dataset, path, val_fraction=val_fraction, seed=seed, limit=limit, classes=classes)
 
 
 def evaluate_trial(spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any]) -> dict[str, Any]:

@@ -153,3 +153,13 @@ def test_rerunning_a_finished_run_keeps_its_models(tiny_spec, tmp_path):
     stamp = model.stat().st_mtime_ns
     run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
     assert model.stat().st_mtime_ns == stamp and len(_values(out)) == 2
+
+
+def test_a_rewritten_spec_is_not_served_from_a_stale_cache(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=1, mode="quiet"))
+    changed = tiny_spec.with_name("changed.toml")
+    changed.write_text(tiny_spec.read_text().replace("epochs = 1", "epochs = 0.5"))
+    run(changed, RunOptions(out=out, budget=1, force_new=True, mode="quiet"))
+    with Store(out / "study.db") as s:
+        assert s.trials()[0].samples[0]["train"]["epochs"] < 0.6  # 9 of 17 steps, not the stale 1 epoch
