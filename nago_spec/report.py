@@ -162,11 +162,13 @@ def plot_hv(path: Path, history: list[tuple[int, float]]) -> None:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     if history:
         n, hv = zip(*history)
         ax.plot(n, hv, c="C3", marker="o", ms=3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("evaluations")
     ax.set_ylabel("hypervolume (normalised)")
     ax.grid(alpha=0.3)
