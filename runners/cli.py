@@ -58,6 +58,52 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     return summary
 
 
+def draw(target: Path, out: Path, trial: int | None = None) -> str:
+    """``nago draw``: a spec's centre point (architecture of trial ``trial``, default 0), or a run's
+    trial (default: the best of its front by the first objective). Returns a line saying what was drawn."""
+    import numpy as np
+
+    from nago_spec.draw import draw_architecture
+    from nago_spec.errors import StoreError
+    from nago_spec.pipeline import DataShape, Evaluator, sample_architecture
+    from nago_spec.report import front
+    from nago_spec.seeds import sample_seed
+    from nago_spec.spec import load_spec
+    from nago_spec.store import Store
+
+    from runners.worker import load_data
+
+    spec_file = target / "spec.toml" if target.is_dir() else target
+    if target.is_dir() and not (target / "study.db").exists():
+        raise StoreError(f"{target}: not a run directory (no study.db / spec.toml)")
+    spec = load_spec(spec_file)
+    if spec.space.kind == "params":
+        raise NagoError(f"{spec_file}: a plain-parameter spec has no architecture to draw")
+    data = load_data(str(spec_file))
+    problem = Evaluator(spec).problem(DataShape.of(data))
+    if target.is_dir():
+        with Store(target / "study.db") as store:
+            trials = store.trials()
+        if trial is None:
+            best = sorted(front(trials, problem.objectives, problem.constraints).pareto,
+                          key=lambda t: t.values[problem.objectives[0].name] * (1 if problem.objectives[0].direction == "minimize" else -1))
+            if not best:
+                raise NagoError(f"{target}: no complete trial to draw yet")
+            chosen = best[0]
+        else:
+            chosen = next((t for t in trials if t.id == trial), None)
+            if chosen is None:
+                raise NagoError(f"{target}: no trial {trial} (trials 0..{len(trials) - 1})")
+        tid, params, what = chosen.id, chosen.params, f"trial {chosen.id} ({chosen.state.value.lower()})"
+    else:
+        tid = trial or 0
+        params = problem.space.from_unit(np.full(problem.space.dim, 0.5))
+        what = f"the centre of the space, architecture of trial {tid}"
+    arch = sample_architecture(spec, params, sample_seed(spec.seed, tid, 0), DataShape.of(data))
+    draw_architecture(arch, out, title=f"{spec.name}: {what}; {arch.param_count():,} parameters, {arch.mac_count():,} MACs")
+    return f"{out}: {what}"
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     print(f"{s['name']}: valid spec (version {s['version']}, kind {s['kind']}, seed {s['seed']})")
     if "data" in s:
@@ -103,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
     r.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
 
+    d = sub.add_parser("draw", help="draw the three graph levels of one architecture to a PNG")
+    d.add_argument("target", type=Path, help="a spec file or a run directory")
+    d.add_argument("--trial", type=int, help="the trial to draw (run: default the best; spec: seeds the sample)")
+    d.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+
     for name, text in (("status", "one screen on a run"), ("report", "rewrite report.md, CSVs and plots"),
                        ("export", "redo final training and ONNX export of a run's Pareto set")):
         s = sub.add_parser(name, help=text)
@@ -126,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             run(args.spec, RunOptions(out=args.out, seed=args.seed, budget=args.budget, backend=args.backend,
                                       workers=args.workers, force_new=args.force_new,
                                       mode="quiet" if args.quiet else args.progress))
+        elif args.command == "draw":
+            print(draw(args.target, args.out, args.trial))
         elif args.command == "status":
             from runners.run import status_text
 
