@@ -44,6 +44,8 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
 
     The cell shown is the one with the most mid-level nodes, the operation graph the largest of
     that cell (the first on ties), so the drawing shows as much structure as the architecture has.
+    An RNAG (RandWire) architecture draws the same way: its cells are the stages, its mid level a
+    stage's random graph, and each operation graph a single separable-conv node.
     """
     import matplotlib
 
@@ -64,7 +66,8 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
     _panel(
         axes[0], top, {i: f"{i}\n{top.nodes[i]['channels']}ch" for i in top},
         [cmap(top.nodes[i]["stage"] % 10) for i in top],
-        f"top: {top.number_of_nodes()} cells in {len(arch.stage_channels)} stages",
+        (f"RandWire: a chain of {top.number_of_nodes()} stage graphs" if arch.space == "rnag"
+         else f"top: {top.number_of_nodes()} cells in {len(arch.stage_channels)} stages"),
     )
     stages = sorted({top.nodes[i]["stage"] for i in top})
     axes[0].legend(
@@ -74,9 +77,10 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
     )
     colour = cmap(c.stage % 10)
     _panel(axes[1], mid, {n: f"{n[1]}" for n in mid}, [colour] * mid.number_of_nodes(),
-           f"mid: cell {cell}, {mid.number_of_nodes()} nodes (each an operation graph)")
+           f"stage {c.stage}: {mid.number_of_nodes()} nodes (ReLU-sep3x3-BN each)" if arch.space == "rnag"
+           else f"mid: cell {cell}, {mid.number_of_nodes()} nodes (each an operation graph)")
     _panel(
-        axes[2], bottom, {n: f"{n[2]}\n{bottom.nodes[n]['kernel']}x{bottom.nodes[n]['kernel']}" for n in bottom},
+        axes[2], bottom, {n: f"{n[2]}\n{bottom.nodes[n]['op']}" for n in bottom},
         [colour] * bottom.number_of_nodes(),
         f"bottom: cell {cell}, node {op_graph}: {bottom.number_of_nodes()} ReLU-conv-BN ops",
     )

@@ -1,4 +1,4 @@
-"""The three-level NAGO generator (NAGO.md §1): random graphs of cells, of op-graphs and of ops, resolved into an Architecture."""
+"""The three-level NAGO generator (NAGO.md §1) and the RandWire baseline (RNAG, §4.2): random graphs resolved into an Architecture."""
 
 from __future__ import annotations
 
@@ -105,27 +105,77 @@ class HnagConfig:
         return len(self.stage_ratios)
 
 
+@dataclass(frozen=True)
+class RnagConfig:
+    """The RandWire generator (Xie et al. 2019; NAGO.md §4.2 RNAG): one random graph per stage.
+
+    There are ``len(channel_ratios)`` stages; each draws its own graph from ``stage`` and every node
+    is ReLU -> separable 3x3 conv -> BN (NAGO.md §1.5, [RW]).
+    """
+
+    stage: LevelConfig
+    param_budget: int
+    channel_ratios: tuple[float, ...] = (1.0, 2.0, 4.0)
+    head_width: int = 1280
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_ratios", tuple(float(r) for r in self.channel_ratios))
+        problems = self.stage.problems("stage")
+        if not self.param_budget > 0:
+            problems.append(f"param_budget = {self.param_budget!r}: `param_budget > 0` must hold")
+        cr = self.channel_ratios
+        if not cr:
+            problems.append("channel_ratios = (): at least one stage is needed")
+        if any(r <= 0 for r in cr):
+            problems.append(f"channel_ratios = {cr}: must be positive")
+        if self.head_width < 0:
+            problems.append(f"head_width = {self.head_width!r}: `head_width >= 0` must hold")
+        if problems:
+            raise SpecError(problems)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.channel_ratios)
+
+
 # --------------------------------------------------------------------------------------- description
 
 
 @dataclass(frozen=True)
 class NodeOp:
-    """A bottom-level node operation: ReLU -> Conv(k x k, stride 1, same padding, bias) -> BN."""
+    """A bottom-level node operation: ReLU -> Conv(k x k, stride 1, same padding, bias) -> BN.
+
+    ``separable``: the conv is depthwise k x k (groups = Cin, bias) then pointwise 1x1 (bias), as in
+    RandWire's nodes ([RW] model/node.py; NAGO.md §1.3 ``conv_type='depthwise_separable'``).
+    """
 
     kernel: int = 3
+    separable: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{'sep' if self.separable else 'conv'}{self.kernel}x{self.kernel}"
 
     def param_count(self, cin: int, cout: int) -> int:
+        if self.separable:  # depthwise weight + bias, pointwise weight + bias, BN affine
+            return cin * self.kernel**2 + cin + cout * cin + cout + 2 * cout
         return cout * cin * self.kernel**2 + cout + 2 * cout  # conv weight + conv bias + BN affine
 
     def mac_count(self, cin: int, cout: int, hw: int) -> int:
+        if self.separable:
+            return hw * (cin * self.kernel**2 + cin * cout)
         return hw * cout * cin * self.kernel**2
 
     def budget_units(self, cin_ratio: float, cout_ratio: float) -> float:
-        """The op's weight count in channel-ratio units, as the §1.6 budget counts it."""
+        """The op's weight count in channel-ratio units, as the §1.6 budget counts it
+        (separable: k²·Cin + Cin·Cout, §1.6 step 2)."""
+        if self.separable:
+            return self.kernel**2 * cin_ratio + cin_ratio * cout_ratio
         return self.kernel**2 * cin_ratio * cout_ratio
 
 
 CONV3X3 = NodeOp(3)
+SEP3X3 = NodeOp(3, separable=True)
 
 
 @dataclass(frozen=True)
@@ -188,6 +238,7 @@ class Architecture:
     head_width: int
     share_graphs: bool = False
     dropout: float = HEAD_DROPOUT
+    space: str = "hnag"  # "rnag": top is a chain of one cell per stage, each op-graph a single SEP3X3
 
     # ---- derived structure, shared by network.py and the counts
 
@@ -258,6 +309,7 @@ class Architecture:
             "stage_channels": self.stage_channels,
             "stage_resolutions": self.stage_resolutions,
             "stem": self.stem,
+            "space": self.space,
             "head_width": self.head_width,
             "params": self.param_count(),
             "macs": self.mac_count(),
@@ -275,7 +327,7 @@ class Architecture:
                 for b, op in enumerate(g.ops):
                     cin = c.in_channels if _is_cell_input_op(c, m, b) else c.channels
                     bottom.add_node((i, m, b), cell=i, mid=m, stage=c.stage, channels=c.channels,
-                                    in_channels=cin, kernel=op.kernel, role=_role(g.dag, b))
+                                    in_channels=cin, kernel=op.kernel, op=op.name, role=_role(g.dag, b))
                 bottom.add_edges_from(((i, m, a), (i, m, b)) for a, b in g.dag.edges)
             mid.add_edges_from(((i, a), (i, b)) for a, b in c.dag.edges)
         top.add_edges_from(self.top.edges)
@@ -426,27 +478,36 @@ def _budget_units(cell_dag: Dag, op_graphs: Sequence[OpGraph], cin_ratio: float,
     return units
 
 
-def sample_architecture(config: HnagConfig, seed: int, *, in_channels: int, image_size: tuple[int, int],
-                        num_classes: int) -> Architecture:
-    """Draw one architecture from the generator ``config``; the same seed gives the same architecture.
-
-    All graphs come from one ``np.random.default_rng(seed)`` in a fixed order: the top graph, then per
-    cell its mid graph followed by one bottom graph per mid node (with ``share_graphs``: one top, one
-    mid, one bottom graph). Width follows NAGO.md §1.6: multiplier = max(1, int(sqrt(budget / base)))
-    with base = Σ over all ops of k²·Cin_ratio·Cout_ratio.
-    """
-    h, w = (int(s) for s in image_size)
+def _check_sample_args(seed: int, in_channels: int, h: int, w: int, num_classes: int) -> None:
     problems = []
     if seed < 0:
         problems.append(f"seed = {seed}: `seed >= 0` must hold")
     if in_channels < 1:
         problems.append(f"in_channels = {in_channels}: `in_channels >= 1` must hold")
     if h < 1 or w < 1:
-        problems.append(f"image_size = {tuple(image_size)}: both sides must be >= 1")
+        problems.append(f"image_size = {(h, w)}: both sides must be >= 1")
     if num_classes < 1:
         problems.append(f"num_classes = {num_classes}: `num_classes >= 1` must hold")
     if problems:
         raise SpecError(problems)
+
+
+def sample_architecture(config: HnagConfig | RnagConfig, seed: int, *, in_channels: int,
+                        image_size: tuple[int, int], num_classes: int) -> Architecture:
+    """Draw one architecture from the generator ``config``; the same seed gives the same architecture.
+
+    An RnagConfig goes to sample_rnag_architecture; what follows describes the HNAG case.
+
+    All graphs come from one ``np.random.default_rng(seed)`` in a fixed order: the top graph, then per
+    cell its mid graph followed by one bottom graph per mid node (with ``share_graphs``: one top, one
+    mid, one bottom graph). Width follows NAGO.md §1.6: multiplier = max(1, int(sqrt(budget / base)))
+    with base = Σ over all ops of k²·Cin_ratio·Cout_ratio.
+    """
+    if isinstance(config, RnagConfig):
+        return sample_rnag_architecture(config, seed, in_channels=in_channels, image_size=image_size,
+                                        num_classes=num_classes)
+    h, w = (int(s) for s in image_size)
+    _check_sample_args(seed, in_channels, h, w, num_classes)
 
     rng = np.random.default_rng(seed)
     top = _draw(config.top, rng)
@@ -480,15 +541,7 @@ def architecture_from_graphs(config: HnagConfig, top: Dag, cells: Sequence[tuple
     multiplier = max(1, int(math.sqrt(config.param_budget / base)))
     stage_channels = tuple(max(1, round(r * multiplier)) for r in cr)
 
-    if min(h, w) < SMALL_IMAGE_LIMIT:
-        stem, res = "small", (h, w)
-    else:
-        stem, res = "large", (_halve(_halve(h)), _halve(_halve(w)))
-    stem_resolution = res
-    resolutions = []
-    for _ in cr:
-        resolutions.append(res)
-        res = (_halve(res[0]), _halve(res[1]))
+    stem, stem_resolution, resolutions = _stem_and_resolutions(h, w, len(cr))
 
     cells = tuple(
         Cell(stages[i], stage_channels[in_stage[i]], stage_channels[stages[i]], resolutions[stages[i]], md, ogs)
@@ -498,3 +551,69 @@ def architecture_from_graphs(config: HnagConfig, top: Dag, cells: Sequence[tuple
         stage_channels=stage_channels, stage_resolutions=tuple(resolutions), stem=stem,
         stem_resolution=stem_resolution, top=top, cells=cells, head_width=config.head_width,
         share_graphs=config.share_graphs)
+
+
+def _stem_and_resolutions(h: int, w: int, n_stages: int) -> tuple[str, tuple[int, int], tuple[tuple[int, int], ...]]:
+    """The stem kind, its output size and each stage's resolution (halved per stage, NAGO.md §1.5)."""
+    if min(h, w) < SMALL_IMAGE_LIMIT:
+        stem, res = "small", (h, w)
+    else:
+        stem, res = "large", (_halve(_halve(h)), _halve(_halve(w)))
+    stem_resolution = res
+    resolutions = []
+    for _ in range(n_stages):
+        resolutions.append(res)
+        res = (_halve(res[0]), _halve(res[1]))
+    return stem, stem_resolution, tuple(resolutions)
+
+
+def _chain(n: int) -> Dag:
+    """The path 0 -> 1 -> ... -> n-1."""
+    return Dag(tuple(() if i == 0 else (i - 1,) for i in range(n)), (0,), (n - 1,))
+
+
+def sample_rnag_architecture(config: RnagConfig, seed: int, *, in_channels: int, image_size: tuple[int, int],
+                             num_classes: int) -> Architecture:
+    """Draw one RandWire architecture (NAGO.md §4.2 RNAG); the same seed gives the same architecture.
+
+    One ``np.random.default_rng(seed)`` draws the stage graphs in stage order, each independently.
+    The result is an Architecture whose top level is a chain of one cell per stage; a cell is the
+    stage's DAG (oriented low -> high) and each of its nodes a 1-op op-graph (ReLU -> separable 3x3
+    -> BN). RandWire's unique input node is the cell input, which feeds every input node: the
+    previous stage's output, pooled once (ceil-halving, none for stage 0) and at the previous
+    stage's width, so the input nodes change the channels. Its unique output node is the average
+    of the DAG's output nodes. Width follows NAGO.md §1.6 with separable ops:
+    multiplier = max(1, int(sqrt(budget / base))), base = Σ over nodes of k²·Cin_ratio + Cin_ratio·Cout_ratio.
+    """
+    h, w = (int(s) for s in image_size)
+    _check_sample_args(seed, in_channels, h, w, num_classes)
+    rng = np.random.default_rng(seed)
+    dags = [_draw(config.stage, rng) for _ in range(config.num_stages)]
+    return rnag_from_graphs(config, dags, seed=seed, in_channels=in_channels, image_size=(h, w),
+                            num_classes=num_classes)
+
+
+def rnag_from_graphs(config: RnagConfig, dags: Sequence[Dag], *, seed: int, in_channels: int,
+                     image_size: tuple[int, int], num_classes: int) -> Architecture:
+    """Resolve one DAG per stage into a RandWire Architecture (see sample_rnag_architecture)."""
+    h, w = image_size
+    cr = config.channel_ratios
+    if len(dags) != len(cr):
+        raise ValueError(f"need one DAG per stage ({len(cr)}), got {len(dags)}")
+    op_graphs = [tuple(OpGraph(_SINGLE, (SEP3X3,)) for _ in range(d.n)) for d in dags]
+    in_ratio = [cr[max(s - 1, 0)] for s in range(len(cr))]  # stage 0 reads the stem, at stage-0 width
+    base = sum(_budget_units(d, ogs, in_ratio[s], cr[s]) for s, (d, ogs) in enumerate(zip(dags, op_graphs)))
+    multiplier = max(1, int(math.sqrt(config.param_budget / base)))
+    stage_channels = tuple(max(1, round(r * multiplier)) for r in cr)
+    stem, stem_resolution, resolutions = _stem_and_resolutions(h, w, len(cr))
+    cells = tuple(
+        Cell(s, stage_channels[max(s - 1, 0)], stage_channels[s], resolutions[s], d, ogs)
+        for s, (d, ogs) in enumerate(zip(dags, op_graphs)))
+    return Architecture(
+        seed=seed, in_channels=in_channels, image_size=(h, w), num_classes=num_classes, multiplier=multiplier,
+        stage_channels=stage_channels, stage_resolutions=resolutions, stem=stem,
+        stem_resolution=stem_resolution, top=_chain(len(cr)), cells=cells, head_width=config.head_width,
+        space="rnag")
+
+
+_SINGLE = Dag(((),), (0,), (0,))

@@ -20,12 +20,16 @@ def _pool(x: Tensor) -> Tensor:
 class Op(nn.Module):
     """A bottom-level node: ReLU -> Conv(k x k, same padding, bias) -> BN, ``[N, Cin, H, W] -> [N, Cout, H, W]``.
 
+    A separable op's conv is SeparableConv (depthwise k x k then pointwise 1x1, RandWire's node).
     ``inplace_relu`` is set only where the input is a fresh merge sum that nothing else reads.
     """
 
     def __init__(self, op: NodeOp, cin: int, cout: int, inplace_relu: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, op.kernel, padding=op.kernel // 2, bias=True)
+        if op.separable:
+            self.conv: nn.Module = SeparableConv(cin, cout, 1, op.kernel)
+        else:
+            self.conv = nn.Conv2d(cin, cout, op.kernel, padding=op.kernel // 2, bias=True)
         self.bn = nn.BatchNorm2d(cout)
         self.inplace_relu = inplace_relu
 

@@ -35,7 +35,8 @@ class DataShape:
 
 
 def build_space(spec: Spec) -> SearchSpace:
-    """The searched parameters of a spec: ``level.key`` for each [low, high] of an hnag level."""
+    """The searched parameters of a spec: ``level.key`` for each [low, high] of a level table
+    (``top.*``, ``mid.*``, ``bottom.*`` for hnag; ``stage.*`` for rnag)."""
     params: list[Any] = []
     if spec.space.kind == "params":
         for name, p in spec.space.params.items():
@@ -48,8 +49,8 @@ def build_space(spec: Spec) -> SearchSpace:
         return SearchSpace(tuple(params))
     from nago_spec.graphs import GRAPH_MODELS
 
-    for level in LEVELS:
-        lspec = getattr(spec.space, level)
+    for level in spec.space.levels:
+        lspec = spec.space.level(level)
         kinds = {gp.name: gp.kind for gp in GRAPH_MODELS.get(lspec.graph).params}
         for key, value in lspec.params.items():
             if isinstance(value, Range):
@@ -58,17 +59,19 @@ def build_space(spec: Spec) -> SearchSpace:
     return SearchSpace(tuple(params))
 
 
+def _level_config(spec: Spec, level: str, params: Mapping[str, Any]):
+    from nago_spec.generator import LevelConfig
+
+    lspec = spec.space.level(level)
+    values = {key: (params[f"{level}.{key}"] if isinstance(v, Range) else v) for key, v in lspec.params.items()}
+    return LevelConfig(lspec.graph, values)
+
+
 def hnag_config(spec: Spec, params: Mapping[str, Any]):
     """The generator configuration of one point: fixed values from the spec, searched ones from ``params``."""
-    from nago_spec.generator import HnagConfig, LevelConfig
+    from nago_spec.generator import HnagConfig
 
-    levels = {}
-    for level in LEVELS:
-        lspec = getattr(spec.space, level)
-        values = {
-            key: (params[f"{level}.{key}"] if isinstance(v, Range) else v) for key, v in lspec.params.items()
-        }
-        levels[level] = LevelConfig(lspec.graph, values)
+    levels = {level: _level_config(spec, level, params) for level in LEVELS}
     s = spec.space
     return HnagConfig(
         **levels,
@@ -80,12 +83,30 @@ def hnag_config(spec: Spec, params: Mapping[str, Any]):
     )
 
 
+def rnag_config(spec: Spec, params: Mapping[str, Any]):
+    """The RandWire generator configuration of one point of an rnag spec."""
+    from nago_spec.generator import RnagConfig
+
+    s = spec.space
+    return RnagConfig(
+        stage=_level_config(spec, "stage", params),
+        param_budget=s.param_budget,
+        channel_ratios=tuple(s.channel_ratios),
+        head_width=s.head_width,
+    )
+
+
+def generator_config(spec: Spec, params: Mapping[str, Any]):
+    """The generator configuration of one point, for either network kind (hnag or rnag)."""
+    return rnag_config(spec, params) if spec.space.kind == "rnag" else hnag_config(spec, params)
+
+
 def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape: DataShape):
     """The architecture a point generates with ``seed``."""
     from nago_spec.generator import sample_architecture as sample
 
     return sample(
-        hnag_config(spec, params),
+        generator_config(spec, params),
         seed,
         in_channels=shape.in_channels,
         image_size=shape.image_size,

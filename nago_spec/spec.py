@@ -9,7 +9,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,12 +22,16 @@ from nago_spec.registry import did_you_mean
 
 SUPPORTED_VERSION = 1
 DATASET_NAMES = ("digits", "idx")
-SPACE_KINDS = ("hnag", "params")
+SPACE_KINDS = ("hnag", "rnag", "params")
 STRATEGY_NAMES = ("bo", "random")
 BACKEND_NAMES = ("local", "process")
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("minimize", "maximize")
 LEVELS = ("top", "mid", "bottom")
+#: The one level table of an RNAG (RandWire) space: the graph each stage draws.
+RNAG_LEVEL = "stage"
+#: [space] keys only an hnag space takes (an rnag space has one graph per stage, no stage ratios).
+HNAG_ONLY_KEYS = ("stage_ratios", "share_graphs")
 MAX_STAGES = 6
 OPSET_RANGE = (17, 23)
 
@@ -92,13 +96,18 @@ PARAM_DEFAULTS: Mapping[str, Range] = FrozenMap(
     {"nodes": Range(3, 10), "k": Range(2, 5), "p": Range(0.1, 0.9), "m": Range(1, 4)}
 )
 _MID_NODES = Range(1, 10)
-DEFAULT_GRAPHS: Mapping[str, str] = FrozenMap({"top": "ws", "mid": "er", "bottom": "ws"})
+#: RNAG stage defaults: NAGO.md §1.9 puts RNAG at 30..120 op nodes, i.e. 10..40 per stage over 3 stages
+#: (RandWire's own default, 32 nodes, K=4, P=0.75, lies inside); K up to 6 as RandWire explores K in 2..8.
+_RNAG_DEFAULTS: Mapping[str, Range] = FrozenMap({"nodes": Range(10, 40), "k": Range(2, 6)})
+DEFAULT_GRAPHS: Mapping[str, str] = FrozenMap({"top": "ws", "mid": "er", "bottom": "ws", RNAG_LEVEL: "ws"})
 
 
 def level_default(level: str, name: str) -> Range | None:
     """The default of level parameter ``name`` (None: the graph model's parameter has no default)."""
     if level == "mid" and name == "nodes":
         return _MID_NODES
+    if level == RNAG_LEVEL and name in _RNAG_DEFAULTS:
+        return _RNAG_DEFAULTS[name]
     return PARAM_DEFAULTS.get(name)
 
 
@@ -133,7 +142,11 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class SpaceSpec:
-    """The search space: a NAGO hierarchy (``hnag``) or plain parameters (``params``)."""
+    """The search space: a NAGO hierarchy (``hnag``), RandWire (``rnag``) or plain parameters (``params``).
+
+    ``rnag`` uses ``stage`` (one graph per stage, len(channel_ratios) stages) and ignores
+    ``stage_ratios``, ``share_graphs`` and the three hnag levels; hnag ignores ``stage``.
+    """
 
     kind: str = "hnag"
     param_budget: int = 20000
@@ -144,11 +157,17 @@ class SpaceSpec:
     top: LevelSpec = default_level("top")
     mid: LevelSpec = default_level("mid")
     bottom: LevelSpec = default_level("bottom")
+    stage: LevelSpec = default_level(RNAG_LEVEL)
     params: Mapping[str, ParamSpec] = FrozenMap()
 
     def level(self, name: str) -> LevelSpec:
-        """The level called ``name`` (top, mid or bottom)."""
-        return {"top": self.top, "mid": self.mid, "bottom": self.bottom}[name]
+        """The level called ``name`` (top, mid or bottom; stage for rnag)."""
+        return {"top": self.top, "mid": self.mid, "bottom": self.bottom, RNAG_LEVEL: self.stage}[name]
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The level tables this kind of space uses."""
+        return {"hnag": LEVELS, "rnag": (RNAG_LEVEL,)}.get(self.kind, ())
 
 
 @dataclass(frozen=True)
@@ -292,8 +311,9 @@ def _objective_dict(o: ObjectiveSpec) -> dict[str, Any]:
 def _space_dict(s: SpaceSpec) -> dict[str, Any]:
     if s.kind == "params":
         return {"kind": s.kind, "params": {n: _param_dict(p) for n, p in s.params.items()}}
-    d = {k: v for k, v in _fields_dict(s).items() if k not in ("params", *LEVELS)}
-    for name in LEVELS:
+    dropped = ("params", *LEVELS, RNAG_LEVEL) + (HNAG_ONLY_KEYS if s.kind == "rnag" else ())
+    d = {k: v for k, v in _fields_dict(s).items() if k not in dropped}
+    for name in s.levels:
         level = s.level(name)
         d[name] = {"graph": level.graph, **_plain(level.params)}
     return d
@@ -716,21 +736,40 @@ def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
         "head_width": _integer(ge=0),
         "share_graphs": _boolean,
     }
-    values = rep.check("[space]", table, rules, section="space", known=(*LEVELS, "params"))
+    values = rep.check("[space]", table, rules, section="space", known=(*LEVELS, RNAG_LEVEL, "params"))
     kind = table.get("kind", SpaceSpec.kind)
-    network_keys = [k for k in table if (k in rules and k != "kind") or k in LEVELS]
+
+    def refuse(keys: Sequence[str], allowed: str) -> None:
+        for key in keys:
+            if key in table:
+                is_level = key in (*LEVELS, RNAG_LEVEL)
+                rep.add(f"[space.{key}]" if is_level else f"[space].{key}", f"only allowed with {allowed}",
+                        _ABSENT if is_level else table[key])
+                values.pop(key, None)
+
+    hnag_only = (*HNAG_ONLY_KEYS, *LEVELS)
     if kind == "params":
-        for key in network_keys:
-            where = f"[space.{key}]" if key in LEVELS else f"[space].{key}"
-            value = _ABSENT if key in LEVELS else table[key]
-            rep.add(where, 'only allowed with kind = "hnag"', value)
+        refuse([k for k in table if k in rules and k != "kind" and k not in HNAG_ONLY_KEYS],
+               'kind = "hnag" or "rnag"')
+        refuse(hnag_only, 'kind = "hnag"')
+        refuse([RNAG_LEVEL], 'kind = "rnag"')
         if not table.get("params"):
             rep.add("[space.params]", 'missing: kind = "params" needs a non-empty [space.params] table')
     elif "params" in table:
         rep.add("[space.params]", 'only allowed with kind = "params"')
+    if kind == "rnag":
+        refuse(hnag_only, 'kind = "hnag"')
+    elif kind == "hnag":
+        refuse([RNAG_LEVEL], 'kind = "rnag"')
 
     stages = values.get("stage_ratios", SpaceSpec.stage_ratios)
-    if "channel_ratios" not in table:
+    if kind == "rnag":
+        # One stage per channel ratio (NAGO.md §4.2: RandWire's 3 stages at 1:2:4 by default).
+        if "channel_ratios" in values and not 1 <= len(values["channel_ratios"]) <= MAX_STAGES:
+            rep.add("[space].channel_ratios", f"must have 1 to {MAX_STAGES} entries (one per stage)",
+                    table["channel_ratios"])
+            values.pop("channel_ratios")
+    elif "channel_ratios" not in table:
         # One doubling per stage, so changing the stage count alone stays valid.
         values["channel_ratios"] = tuple(2.0**i for i in range(len(stages)))
     elif "channel_ratios" in values and len(values["channel_ratios"]) != len(stages):
@@ -739,8 +778,8 @@ def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
             f"must have one entry per stage, but stage_ratios has {len(stages)}",
             table["channel_ratios"],
         )
-    if kind != "params":  # the level tables of a params space were refused above; no more noise
-        for level in LEVELS:
+    if kind != "params":  # the level tables of another kind were refused above; no more noise
+        for level in (RNAG_LEVEL,) if kind == "rnag" else LEVELS:
             level_table = rep.table(f"[space].{level}", table.get(level, {}), f"[space.{level}]")
             values[level] = _level(rep, level, level_table)
     if kind == "params":

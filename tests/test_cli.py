@@ -104,3 +104,11 @@ def test_readme_opens_with_the_two_commands():
     block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
     assert block[0].startswith("pip install -c constraints.txt ") and "nago run specs/quickstart.toml" in block[0]
     assert block[1].startswith("pip install -c constraints.txt ") and "pytest" in block[1]
+
+
+def test_check_summarises_the_rnag_example(capsys):
+    assert main(["check", "--json", str(REPO / "specs" / "03_rnag_digits.toml")]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["kind"] == "rnag" and {p["name"] for p in s["space"]} == {"stage.nodes", "stage.k", "stage.p"}
+    net = s["sample_network"]
+    assert net["space"] == "rnag" and net["top_cells"] == 3 and net["mid_nodes"] == net["op_nodes"]

@@ -45,3 +45,17 @@ def test_draw_command_from_a_spec_and_from_a_run(tiny_spec, tmp_path, capsys):
 def test_a_params_spec_has_nothing_to_draw(tmp_path, capsys):
     assert main(["draw", str(REPO / "specs" / "01_params_zdt1.toml"), "--out", str(tmp_path / "x.png")]) == 1
     assert "no architecture to draw" in capsys.readouterr().err
+
+
+def test_draw_rnag(tmp_path):
+    from nago_spec.generator import RnagConfig
+
+    cfg = RnagConfig(LevelConfig("ws", {"nodes": 10, "k": 4, "p": 0.75}), param_budget=5000, head_width=0)
+    arch = sample_architecture(cfg, 3, in_channels=1, image_size=(8, 8), num_classes=10)
+    shown = draw_architecture(arch, tmp_path / "r.png")
+    assert _is_png(tmp_path / "r.png") and arch.cells[shown["cell"]].dag.n == 10
+
+
+def test_draw_command_on_the_rnag_example(tmp_path, capsys):
+    assert main(["draw", str(REPO / "specs" / "03_rnag_digits.toml"), "--out", str(tmp_path / "r.png")]) == 0
+    assert _is_png(tmp_path / "r.png")

@@ -13,8 +13,10 @@ import pytest
 from nago_spec.errors import SpecError
 from nago_spec.generator import (
     Architecture,
+    SEP3X3,
     HnagConfig,
     LevelConfig,
+    RnagConfig,
     sample_architecture,
     stage_list,
 )
@@ -208,3 +210,66 @@ def test_sample_arguments_validated() -> None:
         sample_architecture(hnag(), 0, in_channels=0, image_size=(8, 8), num_classes=2)
     with pytest.raises(SpecError, match="seed = -1"):
         sample_architecture(hnag(), -1, in_channels=1, image_size=(8, 8), num_classes=2)
+
+
+# ------------------------------------------------------------------------------------- RNAG (RandWire)
+
+
+def rnag(nodes=8, k=4, p=0.75, budget=20_000, **kw) -> RnagConfig:
+    return RnagConfig(LevelConfig("ws", {"nodes": nodes, "k": k, "p": p}), param_budget=budget, **kw)
+
+
+def test_rnag_structure() -> None:
+    a = sample(rnag(channel_ratios=(1, 2, 4, 8)), 3, size=(64, 64))
+    assert a.space == "rnag" and len(a.cells) == 4
+    assert a.top.preds == ((), (0,), (1,), (2,)) and a.top.outputs == (3,)  # a chain of stages
+    assert [c.stage for c in a.cells] == [0, 1, 2, 3]
+    assert a.stage_channels == tuple(round(r * a.multiplier) for r in (1, 2, 4, 8))
+    for s, c in enumerate(a.cells):
+        assert c.dag.n == 8 and c.channels == a.stage_channels[s]
+        assert c.in_channels == a.stage_channels[max(s - 1, 0)]  # input nodes take the previous stage's width
+        assert c.resolution == a.stage_resolutions[s]
+        assert all(g.dag.n == 1 and g.ops == (SEP3X3,) for g in c.op_graphs)
+        assert all(j < i for i, ps in enumerate(c.dag.preds) for j in ps)  # oriented low -> high
+    # RandWire's unique input: the previous stage's output, pooled once (none for stage 0), feeds every input node
+    edges = [a.top_in_edges(i) for i in range(4)]
+    assert [(e[0].src, e[0].steps, e[0].kind) for e in edges] == [(-1, 0, "pass"), (0, 1, "pass"), (1, 1, "pass"),
+                                                                     (2, 1, "pass")]
+    assert a.stage_resolutions == ((16, 16), (8, 8), (4, 4), (2, 2)) and a.stem == "large"
+
+
+def test_rnag_graphs_independent_per_stage_and_seeded() -> None:
+    cfg = rnag(nodes=12, k=4, p=0.8)
+    a, b = sample(cfg, 7), sample(cfg, 7)
+    assert a == b and pickle.loads(pickle.dumps(a)) == a
+    assert len({c.dag for c in a.cells}) == 3  # each stage draws its own graph
+    assert sample(cfg, 8).cells != a.cells
+
+
+def test_rnag_width_from_budget() -> None:
+    a = sample(rnag(nodes=6, k=2, p=0.0, budget=50_000), 0)  # p = 0: ring lattice, 1 input node, 1 output node
+    cr = (1.0, 2.0, 4.0)
+    base = 0.0
+    for s, c in enumerate(a.cells):
+        cin = cr[max(s - 1, 0)]
+        base += sum(9 * (cin if not ps else cr[s]) + (cin if not ps else cr[s]) * cr[s] for ps in c.dag.preds)
+    assert a.multiplier == max(1, int((50_000 / base) ** 0.5))
+    assert sample(rnag(budget=1), 0).multiplier == 1
+
+
+def test_rnag_summary_networkx_and_dispatch() -> None:
+    a = sample(rnag(nodes=5), 1)
+    s = a.summary()
+    assert s["space"] == "rnag" and s["top_cells"] == 3 and s["mid_nodes"] == s["op_nodes"] == 15
+    g = a.to_networkx()
+    assert {d["op"] for _, d in g["bottom"].nodes(data=True)} == {"sep3x3"}
+    assert sample(hnag(), 0).space == "hnag"
+
+
+def test_rnag_config_problems() -> None:
+    with pytest.raises(SpecError) as e:
+        RnagConfig(LevelConfig("er", {"nodes": 0}), param_budget=0, channel_ratios=(), head_width=-1)
+    for piece in ("stage.nodes = 0", "stage.p: missing", "param_budget = 0", "at least one stage", "head_width = -1"):
+        assert piece in str(e.value), piece
+    with pytest.raises(SpecError, match="seed = -1"):
+        sample(rnag(), -1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nago_spec.generator import Architecture, HnagConfig, LevelConfig, sample_architecture
+from nago_spec.generator import Architecture, HnagConfig, LevelConfig, RnagConfig, sample_architecture
 from nago_spec.network import Graph, Normalize, Op, build_network
 
 SIZES = [(8, 8), (28, 28), (32, 32), (64, 64), (7, 7), (13, 13), (1, 1), (5, 9), (40, 41)]
@@ -30,7 +30,19 @@ def random_level(rng: np.random.Generator, max_nodes: int) -> LevelConfig:
     return LevelConfig("ba", {"nodes": n, "m": int(rng.integers(1, 4))})
 
 
+def random_rnag(rng: np.random.Generator) -> Architecture:
+    n_stages = int(rng.integers(1, 5))
+    cfg = RnagConfig(random_level(rng, 8), param_budget=int(rng.integers(300, 8000)),
+                     channel_ratios=tuple(float(r) for r in rng.uniform(0.3, 4.0, n_stages)),
+                     head_width=int(rng.choice([0, 0, int(rng.integers(1, 24))])))
+    size = SIZES[int(rng.integers(len(SIZES)))]
+    return sample_architecture(cfg, int(rng.integers(2**31)), in_channels=int(rng.choice([1, 3])),
+                               image_size=size, num_classes=int(rng.integers(1, 12)))
+
+
 def random_arch(rng: np.random.Generator) -> Architecture:
+    if rng.random() < 0.25:
+        return random_rnag(rng)
     n_stages = int(rng.integers(1, 5))
     cfg = HnagConfig(
         random_level(rng, 6), random_level(rng, 3), random_level(rng, 4),
@@ -67,7 +79,7 @@ def hooked_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 def test_counts_match_torch_on_a_random_sweep() -> None:
     rng = np.random.default_rng(123)
-    seen_stages, seen_sizes = set(), set()
+    seen_stages, seen_sizes, seen_kinds = set(), set(), set()
     for _ in range(60):
         a = random_arch(rng)
         net = build_network(a, 0).eval()
@@ -78,7 +90,9 @@ def test_counts_match_torch_on_a_random_sweep() -> None:
             assert net(torch.randn(2, a.in_channels, *a.image_size)).shape == (2, a.num_classes)
         seen_stages.add(len(a.stage_channels))
         seen_sizes.add(a.image_size)
+        seen_kinds.add(a.space)
     assert seen_stages == {1, 2, 3, 4} and len(seen_sizes) >= 6
+    assert seen_kinds == {"hnag", "rnag"}
 
 
 @pytest.mark.parametrize("size, channels, classes", [
@@ -183,3 +197,50 @@ def test_onnx_round_trip(tmp_path) -> None:
         with torch.no_grad():
             want = model(x).numpy()
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+# --- RNAG (RandWire) ------------------------------------------------------------------------------------
+
+
+def rnag(nodes=6, k=4, p=0.75, budget=4_000, **kw) -> RnagConfig:
+    return RnagConfig(LevelConfig("ws", {"nodes": nodes, "k": k, "p": p}), param_budget=budget, **kw)
+
+
+@pytest.mark.parametrize("size, channels, classes", [((8, 8), 1, 10), ((32, 32), 3, 100), ((64, 64), 3, 7),
+                                                     ((1, 1), 2, 5), ((5, 9), 1, 3)])
+def test_rnag_output_shape_and_counts(size, channels, classes) -> None:
+    a = sample_architecture(rnag(head_width=32), 1, in_channels=channels, image_size=size, num_classes=classes)
+    net = build_network(a, 0)
+    out = net(torch.randn(3, channels, *size))
+    assert out.shape == (3, classes) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert a.param_count() == sum(p.numel() for p in net.parameters())
+    assert a.mac_count() == hooked_macs(net.eval(), torch.randn(1, channels, *size))
+
+
+def test_rnag_nodes_are_relu_separable_conv_bn() -> None:
+    a = sample_architecture(rnag(), 0, in_channels=1, image_size=(8, 8), num_classes=10)
+    net = build_network(a, 0)
+    ops = [m for m in net.modules() if isinstance(m, Op)]
+    assert len(ops) == sum(c.dag.n for c in a.cells)
+    for op in ops:
+        assert op.conv.depthwise.groups == op.conv.depthwise.in_channels and op.conv.depthwise.kernel_size == (3, 3)
+        assert op.conv.pointwise.kernel_size == (1, 1)
+    assert {op.conv.depthwise.in_channels for op in ops} == set(a.stage_channels)
+
+
+def test_rnag_onnx_round_trip(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    a = sample_architecture(rnag(nodes=5, budget=2000, head_width=16), 2, in_channels=3, image_size=(13, 11),
+                            num_classes=5)
+    model = nn.Sequential(Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]), build_network(a, 3))
+    model(torch.rand(8, 3, 13, 11) * 255)
+    model.eval()
+    path = tmp_path / "r.onnx"
+    torch.onnx.export(model, (torch.rand(2, 3, 13, 11) * 255,), str(path), dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 3, 13, 11) * 255
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)

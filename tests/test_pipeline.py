@@ -85,3 +85,54 @@ def test_network_evaluation_trains_and_scores(tiny_spec):
     assert 0.0 <= values["error"] < 0.9  # one epoch on digits beats chance (0.9 error)
     assert values["params"] == Evaluator(spec).problem(DataShape.of(data)).cheap_fn(params, 0)["params"]
     assert samples[0]["train"]["epochs"] == 1.0
+
+
+# --- kind = "rnag" --------------------------------------------------------------------------------------
+
+RNAG_SPEC = """
+version = 1
+name = "tiny-rnag"
+[data]
+dataset = "digits"
+[space]
+kind = "rnag"
+param_budget = 3000
+head_width = 16
+[space.stage]
+nodes = [4, 8]
+k = 4
+p = [0.1, 0.9]
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.1
+[[objectives]]
+name = "error"
+[[objectives]]
+name = "params"
+"""
+
+
+@pytest.fixture
+def rnag_spec(tmp_path):
+    path = tmp_path / "rnag.toml"
+    path.write_text(RNAG_SPEC)
+    return load_spec(path)
+
+
+def test_rnag_space_and_architecture(rnag_spec):
+    space = build_space(rnag_spec)
+    assert space.names == ("stage.nodes", "stage.p")
+    arch = sample_architecture(rnag_spec, {"stage.nodes": 5, "stage.p": 0.5}, 3, SHAPE)
+    assert arch.space == "rnag" and [c.dag.n for c in arch.cells] == [5, 5, 5]
+    assert arch.head_width == 16 and arch.stage_resolutions == ((8, 8), (4, 4), (2, 2))
+
+
+def test_rnag_evaluation_trains_and_scores(rnag_spec):
+    from runners.worker import load_data
+
+    data = load_data(str(rnag_spec.path))
+    params = {"stage.nodes": 4, "stage.p": 0.5}
+    values, samples = Evaluator(rnag_spec).evaluate(params, 0, data)
+    assert 0.0 <= values["error"] < 0.9
+    assert values["params"] == Evaluator(rnag_spec).problem(DataShape.of(data)).cheap_fn(params, 0)["params"]

@@ -332,7 +332,7 @@ def test_data_errors(tmp_path, body, line):
 @pytest.mark.parametrize(
     ("body", "line"),
     [
-        ('kind = "rnag"', "[space].kind = \"rnag\": unknown space kind (did you mean 'hnag'?); valid: hnag, params"),
+        ('kind = "hnga"', "[space].kind = \"hnga\": unknown space kind (did you mean 'hnag'?); valid: hnag, rnag, params"),
         ("param_budget = 0", "[space].param_budget = 0: must be an integer >= 1"),
         ("param_budget = true", "[space].param_budget = true: must be an integer >= 1"),
         ("stage_ratios = []", "[space].stage_ratios = []: must be a list of 1 to 6 numbers > 0 summing to 1, but has 0"),
@@ -721,3 +721,73 @@ def test_search_hash(tmp_path):
     assert load_spec(path, {"train": {"epochs": 3}}).search_hash() != base
     assert load_spec(path, {"seed": 1}).search_hash() != base
     assert load_spec(path, {"search": {"budget": 21}}).search_hash() != base
+
+
+# --- kind = "rnag" (the RandWire baseline, NAGO.md §4.2) ------------------------------------------------
+
+
+RNAG = MINIMAL + '[space]\nkind = "rnag"\n'
+
+
+def test_rnag_defaults(tmp_path):
+    s = load_text(tmp_path, RNAG).space
+    assert s.kind == "rnag" and s.levels == ("stage",)
+    assert s.stage.graph == "ws"
+    assert dict(s.stage.params) == {"nodes": Range(10, 40), "k": Range(2, 6), "p": Range(0.1, 0.9)}
+    assert s.channel_ratios == (1.0, 2.0, 4.0) and s.head_width == 1280
+    d = load_text(tmp_path, RNAG).to_dict()["space"]
+    assert set(d) == {"kind", "param_budget", "channel_ratios", "head_width", "stage"}
+    assert d["stage"] == {"graph": "ws", "nodes": [10, 40], "k": [2, 6], "p": [0.1, 0.9]}
+
+
+def test_rnag_stage_table_and_channel_ratios(tmp_path):
+    s = load_text(tmp_path, RNAG + 'channel_ratios = [1, 2, 4, 8]\n[space.stage]\ngraph = "er"\nnodes = 6\n').space
+    assert s.channel_ratios == (1.0, 2.0, 4.0, 8.0)
+    assert s.stage.graph == "er" and dict(s.stage.params) == {"nodes": 6, "p": Range(0.1, 0.9)}
+    s = load_text(tmp_path, RNAG + '[space.stage]\ngraph = "ba"\n').space
+    assert dict(s.stage.params) == {"nodes": Range(10, 40), "m": Range(1, 4)}
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [
+        ("stage_ratios = [0.5, 0.5]", '[space].stage_ratios = [0.5, 0.5]: only allowed with kind = "hnag"'),
+        ("share_graphs = true", '[space].share_graphs = true: only allowed with kind = "hnag"'),
+        ("[space.top]\nnodes = 3", '[space.top]: only allowed with kind = "hnag"'),
+        ("[space.mid]\nnodes = 3", '[space.mid]: only allowed with kind = "hnag"'),
+        ("[space.stage]\nnode = 3", "[space.stage].node = 3: unknown key (did you mean 'nodes'?) (graph 'ws' takes: nodes, k, p)"),
+        ("[space.stage]\nk = 1", "[space.stage].k = 1: must be an integer >= 2"),
+        ("[space.stage]\nnodes = [6, 3]", "[space.stage].nodes = [6, 3]: low <= high must hold, but got (low=6, high=3)"),
+        ('[space.stage]\ngraph = "wss"', "[space.stage].graph = \"wss\": unknown graph model (did you mean 'ws'?)"),
+        ("[space.stag]\nnodes = 3", "[space.stag]: unknown section (did you mean 'space.stage'?)"),
+        ("channel_ratios = []", "[space].channel_ratios = []: must have 1 to 6 entries (one per stage)"),
+    ],
+)
+def test_rnag_errors(tmp_path, body, line):
+    expect_error(tmp_path, RNAG + body + "\n", line)
+
+
+def test_stage_table_refused_for_hnag_and_params(tmp_path):
+    expect_error(tmp_path, MINIMAL + "[space.stage]\nnodes = 3\n", '[space.stage]: only allowed with kind = "rnag"')
+    expect_error(tmp_path, MINIMAL + '[space]\nkind = "params"\nhead_width = 3\n[space.stage]\nnodes = 3\n'
+                 '[space.params]\nx = { type = "int", low = 1, high = 2 }\n',
+                 '[space].head_width = 3: only allowed with kind = "hnag" or "rnag"')
+
+
+def test_rnag_errors_reported_together(tmp_path):
+    path = write(tmp_path, RNAG + "stage_ratios = [1]\n[space.top]\nnodes = 3\n[space.stage]\np = 2\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert len(e.value.lines) == 3
+
+
+@pytest.mark.parametrize("extra", ["", 'param_budget = 999\nhead_width = 0\nchannel_ratios = [1, 3]\n'
+                                       '[space.stage]\ngraph = "ba"\nnodes = [5, 9]\nm = 2\n'])
+def test_rnag_round_trip(tmp_path, extra):
+    assert_round_trip(load_text(tmp_path, RNAG + extra), tmp_path)
+
+
+def test_rnag_example_spec_loads():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "specs" / "03_rnag_digits.toml")
+    assert spec.space.kind == "rnag" and spec.data.dataset == "digits"
+    assert spec.space.stage.graph == "ws" and spec.space.head_width == 64
