@@ -25,7 +25,7 @@ def test_check_json_is_machine_readable(capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["name"] == "quickstart" and s["data"]["input"] == [1, 8, 8]
     assert {p["name"] for p in s["space"]} >= {"top.nodes", "mid.p", "bottom.k"}
-    assert s["sample_network"]["params"] > 0
+    assert s["sample_network"]["params"] > 0 and s["sample_network"]["param_budget"] == 20000
 
 
 BAD = {
