@@ -109,11 +109,11 @@ def main() -> None:
         if diff > 1e-4:
             raise SystemExit(f"{name}: the reference differs from ours by {diff:.2e}")
 
-        def ours():
+        def ours(model=model, x=x):
             model.zero_grad(set_to_none=True)
             model(x).square().mean().backward()
 
-        def reference():
+        def reference(model=model, arch=arch, x=x):
             model.zero_grad(set_to_none=True)
             reference_forward(model, arch, x).square().mean().backward()
 

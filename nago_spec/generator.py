@@ -84,8 +84,6 @@ class HnagConfig:
         problems = []
         for name in ("top", "mid", "bottom"):
             problems += getattr(self, name).problems(name)
-        if not self.param_budget > 0:
-            problems.append(f"param_budget = {self.param_budget!r}: `param_budget > 0` must hold")
         sr, cr = self.stage_ratios, self.channel_ratios
         if not sr:
             problems.append("stage_ratios = (): at least one stage is needed")
@@ -93,16 +91,28 @@ class HnagConfig:
             problems.append(f"stage_ratios = {sr}: must be positive and sum to 1 (got sum {sum(sr):.6g})")
         if len(cr) != len(sr):
             problems.append(f"channel_ratios = {cr}: needs one ratio per stage ({len(sr)}), got {len(cr)}")
-        if any(r <= 0 for r in cr):
-            problems.append(f"channel_ratios = {cr}: must be positive")
-        if self.head_width < 0:
-            problems.append(f"head_width = {self.head_width!r}: `head_width >= 0` must hold")
-        if problems:
-            raise SpecError(problems)
+        _raise_problems(problems + _width_problems(self.param_budget, cr, self.head_width))
 
     @property
     def num_stages(self) -> int:
         return len(self.stage_ratios)
+
+
+def _width_problems(param_budget: int, channel_ratios: tuple[float, ...], head_width: int) -> list[str]:
+    """What both generators require of the budget, the channel ratios and the head."""
+    problems = []
+    if not param_budget > 0:
+        problems.append(f"param_budget = {param_budget!r}: `param_budget > 0` must hold")
+    if any(r <= 0 for r in channel_ratios):
+        problems.append(f"channel_ratios = {channel_ratios}: must be positive")
+    if head_width < 0:
+        problems.append(f"head_width = {head_width!r}: `head_width >= 0` must hold")
+    return problems
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise SpecError(problems)
 
 
 @dataclass(frozen=True)
@@ -121,17 +131,9 @@ class RnagConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_ratios", tuple(float(r) for r in self.channel_ratios))
         problems = self.stage.problems("stage")
-        if not self.param_budget > 0:
-            problems.append(f"param_budget = {self.param_budget!r}: `param_budget > 0` must hold")
-        cr = self.channel_ratios
-        if not cr:
+        if not self.channel_ratios:
             problems.append("channel_ratios = (): at least one stage is needed")
-        if any(r <= 0 for r in cr):
-            problems.append(f"channel_ratios = {cr}: must be positive")
-        if self.head_width < 0:
-            problems.append(f"head_width = {self.head_width!r}: `head_width >= 0` must hold")
-        if problems:
-            raise SpecError(problems)
+        _raise_problems(problems + _width_problems(self.param_budget, self.channel_ratios, self.head_width))
 
     @property
     def num_stages(self) -> int:
