@@ -132,17 +132,18 @@ class Evaluator:
             ObjectiveInfo(o.name, o.direction, o.cheap if o.callable else OBJECTIVES.get(o.name).cheap)
             for o in spec.objectives
         )
+        # objectives only a constraint names: measured with every trial, optimised by none
+        declared = {o.name for o in self.objectives}
+        extra = dict.fromkeys(c.objective for c in spec.constraints if c.objective not in declared)
+        self._constrained = tuple(
+            ObjectiveInfo(n, OBJECTIVES.get(n).direction, OBJECTIVES.get(n).cheap) for n in extra
+        )
+        self._measured = [o.name for o in self.objectives + self._constrained]
 
     # -- problem -----------------------------------------------------------------------------------
     def problem(self, shape: DataShape | None) -> Problem:
         """The optimiser's view: space, objectives, constraints and exact cheap metrics."""
-        names = {o.name for o in self.objectives}
-        constrained = tuple(
-            ObjectiveInfo(c.objective, OBJECTIVES.get(c.objective).direction, OBJECTIVES.get(c.objective).cheap)
-            for c in self.spec.constraints
-            if c.objective not in names
-        )
-        cheap_names = [o.name for o in self.objectives + constrained if o.cheap]
+        cheap_names = [o.name for o in self.objectives + self._constrained if o.cheap]
         cheap_fn = None
         if cheap_names:
 
@@ -175,9 +176,7 @@ class Evaluator:
 
         Raises TrialError for anything that makes the point unusable (NaN loss, a bad objective value).
         """
-        names = [o.name for o in self.objectives] + [
-            c.objective for c in self.spec.constraints if c.objective not in {o.name for o in self.objectives}
-        ]
+        names = self._measured
         if not self._is_network:
             ctx = EvalContext(params=dict(params), seed=sample_seed(self.spec.seed, trial_id, 0), run_dir=self.run_dir)
             values = self._score(ctx, names)

@@ -136,3 +136,14 @@ def test_rnag_evaluation_trains_and_scores(rnag_spec):
     values, samples = Evaluator(rnag_spec).evaluate(params, 0, data)
     assert 0.0 <= values["error"] < 0.9
     assert values["params"] == Evaluator(rnag_spec).problem(DataShape.of(data)).cheap_fn(params, 0)["params"]
+
+
+def test_an_objective_only_a_constraint_names_is_measured_exactly(tiny_spec):
+    text = tiny_spec.read_text().replace('[[objectives]]\nname = "params"\n', "")
+    text += '\n[[constraints]]\nobjective = "params"\nmax = 4000\n[[constraints]]\nobjective = "params"\nmin = 100\n'
+    tiny_spec.write_text(text)
+    problem = Evaluator(load_spec(tiny_spec)).problem(SHAPE)
+    assert [o.name for o in problem.objectives] == ["error"]
+    params = {"top.nodes": 4, "top.p": 0.3, "mid.nodes": 2, "bottom.p": 0.7}
+    arch = sample_architecture(load_spec(tiny_spec), params, sample_seed(0, 2, 0), SHAPE)
+    assert problem.cheap_fn(params, 2) == {"params": float(arch.param_count())}
