@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nago_spec.generator import Architecture, Cell, Edge, NodeOp, OpGraph, inner_edges, stem_half
+from nago_spec.generator import (
+    Architecture,
+    Merge,
+    NodeOp,
+    OpGraph,
+    outputs_merge,
+    stem_half,
+)
 from nago_spec.graphs import Dag
 
 
@@ -17,11 +24,11 @@ def _pool(x: Tensor) -> Tensor:
     return F.avg_pool2d(x, 2, 2, ceil_mode=True)
 
 
-class Op(nn.Module):
-    """A bottom-level node: ReLU -> Conv(k x k, same padding, bias) -> BN, ``[N, Cin, H, W] -> [N, Cout, H, W]``.
+class ConvOp(nn.Module):
+    """A conv node: ReLU -> Conv(kh x kw, same padding, bias) -> BN, ``[N, Cin, H, W] -> [N, Cout, H, W]``.
 
-    A separable op's conv is SeparableConv (depthwise k x k then pointwise 1x1, RandWire's node).
-    ``inplace_relu`` is set only where the input is a fresh merge sum that nothing else reads.
+    A separable op's conv is SeparableConv (depthwise kh x kw then pointwise 1x1, RandWire's node).
+    ``inplace_relu`` is set only where the input is a fresh merge result that nothing else reads.
     """
 
     def __init__(self, op: NodeOp, cin: int, cout: int, inplace_relu: bool = False):
@@ -29,7 +36,7 @@ class Op(nn.Module):
         if op.separable:
             self.conv: nn.Module = SeparableConv(cin, cout, 1, op.kernel)
         else:
-            self.conv = nn.Conv2d(cin, cout, op.kernel, padding=op.kernel // 2, bias=True)
+            self.conv = nn.Conv2d(cin, cout, op.kernel, padding=op.padding, bias=True)
         self.bn = nn.BatchNorm2d(cout)
         self.inplace_relu = inplace_relu
 
@@ -37,41 +44,86 @@ class Op(nn.Module):
         return self.bn(self.conv(F.relu(x, inplace=self.inplace_relu)))
 
 
-class Graph(nn.Module):
-    """A DAG of node modules (Ops or Graphs): merge each node's inputs, run it, average the outputs.
+class PoolOp(nn.Module):
+    """A pooling node: [1x1 conv when Cin != Cout] -> AvgPool(k x k, stride 1, same padding, padding not
+    counted), ``[N, Cin, H, W] -> [N, Cout, H, W]`` (NAGO.md §1.5)."""
 
-    ``in_edges[i]`` lists node i's inputs (source -1 = the graph input), each pooled ``steps`` times
-    and then passed, gated (sigmoid(w)·x, w init 1) or 1x1-projected before summing; ``out_edges``
-    are the outputs, pooled and projected the same way, then averaged. The pooling plan, gate and
-    projection indices are all fixed here, so forward does no planning.
+    def __init__(self, op: NodeOp, cin: int, cout: int):
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, 1, bias=True) if cin != cout else None
+        self.pool = nn.AvgPool2d(op.kernel, 1, op.padding, count_include_pad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x if self.proj is None else self.proj(x))
+
+
+def make_op(op: NodeOp, cin: int, cout: int, inplace_relu: bool = False) -> nn.Module:
+    """The module of a bottom-level node: ``[N, cin, H, W] -> [N, cout, H, W]``."""
+    if op.kind == "pool":
+        return PoolOp(op, cin, cout)
+    return ConvOp(op, cin, cout, inplace_relu)
+
+
+_PASS, _SUM, _CONCAT, _ATTENTION, _MEAN = range(5)
+_MODES = {"pass": _PASS, "sum": _SUM, "concat": _CONCAT, "attention": _ATTENTION, "mean": _MEAN}
+
+
+def _minmax_mask(x: Tensor) -> Tensor:
+    """``x`` rescaled to [0, 1] per sample: ``(x - min) / (max - min)`` over C, H, W."""
+    flat = x.flatten(1)
+    lo = flat.amin(1).view(-1, 1, 1, 1)
+    hi = flat.amax(1).view(-1, 1, 1, 1)
+    return (x - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def _total(ts: Sequence[Tensor]) -> Tensor:
+    h = ts[0]
+    for t in ts[1:]:
+        h = h + t
+    return h
+
+
+class Graph(nn.Module):
+    """A DAG of node modules (Ops or Graphs): merge each node's inputs, run it, merge the outputs.
+
+    ``merges[i]`` is node i's Merge (source -1 = the graph input; each input pooled ``steps`` times,
+    then passed, gated or 1x1-projected and combined by the merge's kind); ``out_merge`` combines
+    the outputs. The pooling plan and the gate and projection indices are fixed here, so forward
+    does no planning.
     """
 
-    def __init__(self, nodes: Sequence[nn.Module], in_edges: Sequence[Sequence[Edge]],
-                 in_planes: Sequence[int], out_edges: Sequence[Edge], out_planes: int):
+    def __init__(self, nodes: Sequence[nn.Module], merges: Sequence[Merge], out_merge: Merge):
         super().__init__()
         self.nodes = nn.ModuleList(nodes)
         projections: list[nn.Module] = []
         n_gates = 0
 
-        def plan(e: Edge, planes: int) -> tuple[int, int, int, int]:
+        def gate() -> int:
             nonlocal n_gates
-            gate = proj = -1
-            if e.kind == "gate":
-                gate, n_gates = n_gates, n_gates + 1
-            elif e.kind == "proj":
-                proj = len(projections)
-                projections.append(nn.Conv2d(e.channels, planes, 1, bias=True))
-            return e.src + 1, e.steps, gate, proj  # source 0 is the graph input, node j is j + 1
+            n_gates += 1
+            return n_gates - 1
 
-        self._in_plan = tuple(tuple(plan(e, p) for e in es) for es, p in zip(in_edges, in_planes))
-        self._out_plan = tuple(plan(e, out_planes) for e in out_edges)
+        def plan(mg: Merge) -> tuple[int, int, tuple[tuple[int, int, int, int], ...]]:
+            edges = []
+            for e in mg.edges:
+                g = p = -1
+                if e.kind == "gate":
+                    g = gate()
+                elif e.kind == "proj":
+                    p = len(projections)
+                    projections.append(nn.Conv2d(e.channels, mg.channels, 1, bias=True))
+                edges.append((e.src + 1, e.steps, g, p))  # source 0 is the graph input, node j is j + 1
+            return _MODES[mg.kind], gate() if mg.kind == "attention" else -1, tuple(edges)
+
+        self._in_plan = tuple(plan(mg) for mg in merges)
+        self._out_plan = plan(out_merge)
         self.projections = nn.ModuleList(projections)
         self.gate_logits = nn.Parameter(torch.ones(n_gates)) if n_gates else None
         depth = [0] * (len(nodes) + 1)  # pooling steps each source must provide
-        for src, steps, _, _ in (e for es in (*self._in_plan, self._out_plan) for e in es):
+        for src, steps, _, _ in (e for _, _, es in (*self._in_plan, self._out_plan) for e in es):
             depth[src] = max(depth[src], steps)
         self._depth = tuple(depth)
-        self._inv_outputs = 1.0 / len(out_edges)
+        self._inv_outputs = 1.0 / len(out_merge.edges)
 
     def _pyramid(self, x: Tensor, depth: int) -> list[Tensor]:
         xs = [x]
@@ -79,75 +131,78 @@ class Graph(nn.Module):
             xs.append(_pool(xs[-1]))
         return xs
 
+    def _merge(self, mode: int, node_gate: int, edges: tuple[tuple[int, int, int, int], ...],
+               srcs: list[list[Tensor]], gates: Sequence[Tensor]) -> Tensor:
+        if mode == _PASS:
+            src, steps, _, _ = edges[0]
+            return srcs[src][steps]
+        projections = self.projections
+        if mode == _SUM:
+            h = None
+            for src, steps, gate, proj in edges:
+                t = srcs[src][steps]
+                if proj >= 0:
+                    t = projections[proj](t)
+                    h = t if h is None else h + t
+                elif h is None:
+                    h = t * gates[gate]
+                else:
+                    h = torch.addcmul(h, t, gates[gate])
+            return h
+        if mode == _CONCAT:
+            return torch.cat([srcs[src][steps] for src, steps, _, _ in edges], 1)
+        ts = [srcs[src][steps] if proj < 0 else projections[proj](srcs[src][steps]) for src, steps, _, proj in edges]
+        if mode == _MEAN:
+            return ts[0] if len(ts) == 1 else _total(ts) * self._inv_outputs
+        # attention: sigmoid(w)·s + s·mask, s the sum of all inputs but the first, which gives the mask
+        return _total(ts[1:]) * (_minmax_mask(ts[0]) + gates[node_gate])
+
     def forward(self, x: Tensor) -> Tensor:
         """``[N, C_in, H, W] -> [N, C_out, H', W']`` (H' < H only at the top level)."""
         gates = torch.sigmoid(self.gate_logits).unbind(0) if self.gate_logits is not None else ()
-        projections = self.projections
         srcs = [self._pyramid(x, self._depth[0])]
-        for node, edges, depth in zip(self.nodes, self._in_plan, self._depth[1:]):
-            if len(edges) == 1:
-                src, steps, _, _ = edges[0]
-                h = srcs[src][steps]
-            else:
-                h = None
-                for src, steps, gate, proj in edges:
-                    t = srcs[src][steps]
-                    if proj >= 0:
-                        t = projections[proj](t)
-                        h = t if h is None else h + t
-                    elif h is None:
-                        h = t * gates[gate]
-                    else:
-                        h = torch.addcmul(h, t, gates[gate])
-            srcs.append(self._pyramid(node(h), depth))
-        out = None
-        for src, steps, _, proj in self._out_plan:
-            t = srcs[src][steps]
-            if proj >= 0:
-                t = projections[proj](t)
-            out = t if out is None else out + t
-        if len(self._out_plan) > 1:
-            out = out * self._inv_outputs
-        return out
+        for node, (mode, node_gate, edges), depth in zip(self.nodes, self._in_plan, self._depth[1:]):
+            srcs.append(self._pyramid(node(self._merge(mode, node_gate, edges, srcs, gates)), depth))
+        mode, node_gate, edges = self._out_plan
+        return self._merge(mode, node_gate, edges, srcs, gates)
 
 
-def _inner_graph(dag: Dag, make_node: Callable[[int], nn.Module], channels: int) -> Graph:
+def _inner_graph(dag: Dag, merges: Sequence[Merge], make_node: Callable[[int, Merge], nn.Module],
+                 channels: int) -> Graph:
     """A mid or bottom graph: every node outputs ``channels``; outputs are averaged unpooled."""
-    in_edges = [inner_edges(dag, i, channels) for i in range(dag.n)]
-    nodes = [make_node(i) for i in range(dag.n)]
-    out_edges = [Edge(j, 0, "pass", channels) for j in dag.outputs]
-    return Graph(nodes, in_edges, [channels] * dag.n, out_edges, channels)
+    return Graph([make_node(i, mg) for i, mg in enumerate(merges)], merges, outputs_merge(dag, channels))
 
 
-def _op_graph(g: OpGraph, cin: int, cout: int) -> Graph:
-    """``[N, cin, H, W] -> [N, cout, H, W]``."""
-    def make(b: int) -> nn.Module:
-        preds = g.dag.preds[b]
-        return Op(g.ops[b], cout if preds else cin, cout, inplace_relu=len(preds) > 1)
-    return _inner_graph(g.dag, make, cout)
+def _op_graph(g: OpGraph, merges: Sequence[Merge], cout: int) -> Graph:
+    """``[N, cin, H, W] -> [N, cout, H, W]`` with cin the op-graph's input width."""
+    def make(b: int, mg: Merge) -> nn.Module:
+        return make_op(g.ops[b], mg.channels, cout, inplace_relu=mg.kind != "pass")
+    return _inner_graph(g.dag, merges, make, cout)
 
 
-def _cell(cell: Cell) -> Graph:
+def _cell(arch: Architecture, i: int) -> Graph:
     """``[N, cell.in_channels, h, w] -> [N, cell.channels, h, w]`` at the cell's resolution."""
-    def make(m: int) -> nn.Module:
-        cin = cell.channels if cell.dag.preds[m] else cell.in_channels
-        return _op_graph(cell.op_graphs[m], cin, cell.channels)
-    return _inner_graph(cell.dag, make, cell.channels)
+    cell = arch.cells[i]
+    plan = list(arch.cell_merges(i))
+
+    def make(m: int, mg: Merge) -> nn.Module:
+        return _op_graph(cell.op_graphs[m], plan[m][1], cell.channels)
+    return _inner_graph(cell.dag, [mm for mm, _ in plan], make, cell.channels)
 
 
 def _top(arch: Architecture) -> Graph:
     """``[N, C1, *stem_resolution] -> [N, out_channels, *stage_resolutions[out_stage]]``."""
-    cells = [_cell(c) for c in arch.cells]
-    in_edges = [arch.top_in_edges(i) for i in range(len(arch.cells))]
-    return Graph(cells, in_edges, [c.in_channels for c in arch.cells], arch.top_out_edges(), arch.out_channels)
+    cells = [_cell(arch, i) for i in range(len(arch.cells))]
+    return Graph(cells, [arch.top_merge(i) for i in range(len(arch.cells))], arch.top_out_merge())
 
 
 class SeparableConv(nn.Module):
     """Depthwise k x k (stride s) then pointwise 1x1, both with bias: ``[N, cin, H, W] -> [N, cout, H/s, W/s]``."""
 
-    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3):
+    def __init__(self, cin: int, cout: int, stride: int, kernel: tuple[int, int] = (3, 3)):
         super().__init__()
-        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, kernel // 2, groups=cin, bias=True)
+        padding = (kernel[0] // 2, kernel[1] // 2)
+        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, padding, groups=cin, bias=True)
         self.pointwise = nn.Conv2d(cin, cout, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import pickle
 import subprocess
 import sys
@@ -12,8 +14,8 @@ import pytest
 
 from nago_spec.errors import SpecError
 from nago_spec.generator import (
-    Architecture,
     SEP3X3,
+    Architecture,
     HnagConfig,
     LevelConfig,
     RnagConfig,
@@ -56,7 +58,7 @@ def test_every_stage_gets_a_cell() -> None:
             for n in range(n_stages, 13):
                 s = stage_list(n, ratios)
                 assert s[0] == 0 and s[-1] == n_stages - 1, (n, ratios, s)
-                assert all(b - a in (0, 1) for a, b in zip(s, s[1:])), (n, ratios, s)
+                assert all(b - a in (0, 1) for a, b in itertools.pairwise(s)), (n, ratios, s)
 
 
 def test_one_cell_per_stage_when_equal_and_fewer_cells_than_stages() -> None:
@@ -212,6 +214,104 @@ def test_sample_arguments_validated() -> None:
         sample_architecture(hnag(), -1, in_channels=1, image_size=(8, 8), num_classes=2)
 
 
+# ----------------------------------------------------------------- extended knobs (θ_M, θ_op, conv type)
+
+
+def test_operations_follow_their_distribution_and_outputs_are_convs() -> None:
+    cfg = hnag(nt=6, nm=3, nb=8, kb=4, ops={"conv3x3": 1.0, "avgpool3x3": 3.0, "conv5x5": 0.0})
+    inner, outputs = [], []
+    for seed in range(30):
+        for c in sample(cfg, seed).cells:
+            for g in c.op_graphs:
+                for b, op in enumerate(g.ops):
+                    (outputs if b in g.dag.outputs else inner).append(op.name)
+    assert set(outputs) == {"conv3x3"}  # only convs may end a bottom graph (NAGO.md §1.3)
+    assert "conv5x5" not in inner and len(inner) > 500
+    assert inner.count("avgpool3x3") / len(inner) == pytest.approx(0.75, abs=0.05)
+
+
+def test_merges_follow_their_distribution_only_where_there_are_inputs_to_merge() -> None:
+    merge = {"sum": 1.0, "concat": 1.0, "attention": 2.0}
+    cfg = HnagConfig(LevelConfig("ws", {"nodes": 8, "k": 4, "p": 0.5}, merge), LevelConfig("er", {"nodes": 4, "p": 0.8}),
+                     LevelConfig("ws", {"nodes": 6, "k": 4, "p": 0.5}, {"concat": 1.0}), param_budget=20_000)
+    drawn = []
+    for seed in range(40):
+        a = sample(cfg, seed)
+        drawn += [m for m, ps in zip(a.top_merges, a.top.preds) if len(ps) > 1]
+        assert all((m == "pass") == (len(ps) < 2) for m, ps in zip(a.top_merges, a.top.preds))
+        for c in a.cells:
+            assert set(c.merges) <= {"pass", "sum"}
+            assert all(set(g.merges) <= {"pass", "concat"} for g in c.op_graphs)
+    assert drawn.count("attention") / len(drawn) == pytest.approx(0.5, abs=0.08)
+
+
+def test_degenerate_knobs_leave_the_graphs_as_they_are() -> None:
+    """θ_M = sum and θ_op = conv3x3 (the paper's fixed values), however written, draw nothing new."""
+    plain = sample(hnag(), 5)
+    spelled = sample(HnagConfig(*(LevelConfig(lv.graph, lv.params, {"sum": 1.0, "concat": 0.0})
+                                  for lv in (hnag().top, hnag().mid, hnag().bottom)),
+                                param_budget=20_000, ops={"conv3x3": 2.0, "avgpool5x5": 0.0}), 5)
+    assert spelled == plain
+    wider = sample(hnag(ops={"conv5x5": 1.0}), 5)
+    assert wider.top == plain.top and [c.dag for c in wider.cells] == [c.dag for c in plain.cells]
+    assert {op.name for c in wider.cells for g in c.op_graphs for op in g.ops} == {"conv5x5"}
+
+
+def test_all_zero_weights_draw_uniformly_from_the_named_options() -> None:
+    cfg = hnag(nb=8, kb=4, ops={"conv1x1": 0.0, "avgpool3x3": 0.0})
+    names = {op.name for seed in range(10) for c in sample(cfg, seed).cells for g in c.op_graphs for op in g.ops}
+    assert names == {"conv1x1", "avgpool3x3"}
+    only_pools = hnag(ops={"avgpool3x3": 1.0})  # output ops fall back to conv3x3
+    a = sample(only_pools, 0)
+    assert all(g.ops[b].name == "conv3x3" for c in a.cells for g in c.op_graphs for b in g.dag.outputs)
+
+
+def test_conv_type_and_kernels() -> None:
+    a = sample(hnag(nb=8, kb=4, ops={"conv3x1": 1.0, "conv1x3": 1.0, "conv1x1": 1.0}, conv_type="separable"), 1)
+    ops = {op for c in a.cells for g in c.op_graphs for op in g.ops}
+    assert {op.name for op in ops} == {"sep3x1", "sep1x3", "sep1x1"} and all(op.separable for op in ops)
+    assert {op.kernel for op in ops} == {(3, 1), (1, 3), (1, 1)}
+
+
+def test_shared_graphs_share_their_operations_and_merges() -> None:
+    cfg = hnag(nm=4, pm=0.9, nb=6, kb=4, share_graphs=True, ops={"conv3x3": 1.0, "avgpool3x3": 1.0})
+    a = sample(cfg, 2)
+    assert len({g for c in a.cells for g in c.op_graphs}) == 1
+    assert len({c.merges for c in a.cells}) == 1
+
+
+def test_budget_counts_concat_inputs_and_not_pools() -> None:
+    """§1.6 base in ratio units: a concat-merged input counts the sum of its inputs' ratios; pools count 0.
+
+    Triangle of 3 cells (stages 0, 1, 2; ratios 1, 2, 4), one conv5x5 op per cell, top merge concat:
+    base = 25·(1·1) + 25·(1·2) + 25·((1 + 2)·4) = 375, so a 37 500 budget gives multiplier 10.
+    """
+    levels = [LevelConfig("ws", {"nodes": 3, "k": 2, "p": 0.5}, {"concat": 1.0}), LevelConfig("er", {"nodes": 1, "p": 0.5}),
+              LevelConfig("ws", {"nodes": 1, "k": 2, "p": 0.5})]
+    a = sample(HnagConfig(*levels, param_budget=37_500, ops={"conv5x5": 1.0}), 0)
+    assert a.top.preds == ((), (0,), (0, 1)) and a.multiplier == 10
+    assert [c.in_channels for c in a.cells] == [10, 10, 30]
+    pools = [LevelConfig("ws", {"nodes": 3, "k": 2, "p": 0.5}), LevelConfig("er", {"nodes": 1, "p": 0.5}),
+             LevelConfig("ws", {"nodes": 3, "k": 2, "p": 0.5})]
+    b = sample(HnagConfig(*pools, param_budget=37_500, ops={"conv5x5": 1.0, "avgpool3x3": 1e9}), 0)
+    convs = [(i, b_) for i, c in enumerate(b.cells) for g in c.op_graphs for b_, op in enumerate(g.ops)
+             if op.kind == "conv"]
+    assert convs == [(0, 2), (1, 2), (2, 2)]  # only the output op of each cell is a conv
+    assert b.multiplier == int(math.sqrt(37_500 / (25 * (1 + 4 + 16))))  # = 8: the pools add nothing
+
+
+def test_extended_config_problems() -> None:
+    with pytest.raises(SpecError) as e:
+        HnagConfig(LevelConfig("ws", {"nodes": 4, "k": 2, "p": 0.5}, {"summ": 1.0}),
+                   LevelConfig("er", {"nodes": 2, "p": 0.5}, {"sum": -1.0}),
+                   LevelConfig("ws", {"nodes": 4, "k": 2, "p": 0.5}, {}),
+                   param_budget=100, ops={"conv7x7": 1.0, "conv3x3": float("nan")}, conv_type="dense")
+    text = str(e.value)
+    for piece in ("top.merge: unknown merge 'summ'", "mid.merge.sum = -1.0", "bottom.merge = {}",
+                  "ops: unknown operation 'conv7x7'", "ops.conv3x3 = nan", "conv_type = 'dense'"):
+        assert piece in text, piece
+
+
 # ------------------------------------------------------------------------------------- RNAG (RandWire)
 
 
@@ -232,7 +332,7 @@ def test_rnag_structure() -> None:
         assert all(g.dag.n == 1 and g.ops == (SEP3X3,) for g in c.op_graphs)
         assert all(j < i for i, ps in enumerate(c.dag.preds) for j in ps)  # oriented low -> high
     # RandWire's unique input: the previous stage's output, pooled once (none for stage 0), feeds every input node
-    edges = [a.top_in_edges(i) for i in range(4)]
+    edges = [a.top_merge(i).edges for i in range(4)]
     assert [(e[0].src, e[0].steps, e[0].kind) for e in edges] == [(-1, 0, "pass"), (0, 1, "pass"), (1, 1, "pass"),
                                                                      (2, 1, "pass")]
     assert a.stage_resolutions == ((16, 16), (8, 8), (4, 4), (2, 2)) and a.stem == "large"
