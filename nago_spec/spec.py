@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from nago_spec.callables import CallableError, is_file_ref, load_callable, resolve_ref, split_ref
 from nago_spec.errors import SpecError
+from nago_spec.generator import CONV_OP_NAMES, CONV_TYPES, MERGE_NAMES, OP_NAMES
 from nago_spec.graphs import GRAPH_MODELS, GraphParam
 from nago_spec.objectives import OBJECTIVES
 from nago_spec.registry import did_you_mean
@@ -30,8 +31,9 @@ DIRECTIONS = ("minimize", "maximize")
 LEVELS = ("top", "mid", "bottom")
 #: The one level table of an RNAG (RandWire) space: the graph each stage draws.
 RNAG_LEVEL = "stage"
-#: [space] keys only an hnag space takes (an rnag space has one graph per stage, no stage ratios).
-HNAG_ONLY_KEYS = ("stage_ratios", "share_graphs")
+#: [space] keys only an hnag space takes (an rnag space has one graph per stage, no stage ratios, and
+#: RandWire's fixed node operation).
+HNAG_ONLY_KEYS = ("stage_ratios", "share_graphs", "conv_type", "ops")
 MAX_STAGES = 6
 OPSET_RANGE = (17, 23)
 
@@ -85,10 +87,15 @@ class Range:
 
 @dataclass(frozen=True)
 class LevelSpec:
-    """One level of the hierarchy: a graph model and its parameters, each fixed or a searched Range."""
+    """One level of the hierarchy: a graph model and its parameters, each fixed or a searched Range.
+
+    ``merge`` is the level's merge distribution θ_M: relative weights over MERGE_NAMES, each fixed or a
+    searched Range, normalised by the generator.
+    """
 
     graph: str
     params: Mapping[str, int | float | Range]
+    merge: Mapping[str, float | Range] = FrozenMap({"sum": 1.0})
 
 
 #: Values a level parameter takes when the spec leaves it out (``nodes`` of the mid level: _MID_NODES).
@@ -145,15 +152,26 @@ class SpaceSpec:
     """The search space: a NAGO hierarchy (``hnag``), RandWire (``rnag``) or plain parameters (``params``).
 
     ``rnag`` uses ``stage`` (one graph per stage, len(channel_ratios) stages) and ignores
-    ``stage_ratios``, ``share_graphs`` and the three hnag levels; hnag ignores ``stage``.
+    ``stage_ratios``, ``share_graphs``, ``conv_type``, ``ops`` and the three hnag levels; hnag ignores
+    ``stage``. Each ratio, ``head_width`` and each weight below is fixed or a searched Range:
+
+    - ``stage_ratios``: the share of top-level nodes in each stage; all fixed, they sum to 1; with any
+      entry searched they are relative weights that the generator normalises to sum to 1.
+    - ``channel_ratios``: each stage's width relative to the first; ``head_width``: channels of the
+      1x1 expansion before the classifier (0: none).
+    - ``conv_type``: how every conv op is built (CONV_TYPES); a tuple is a searched categorical.
+    - ``ops``: θ_op, relative weights of the bottom-level node operations (OP_NAMES), normalised by
+      the generator; each level's ``merge`` likewise weighs MERGE_NAMES.
     """
 
     kind: str = "hnag"
     param_budget: int = 20000
-    stage_ratios: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
-    channel_ratios: tuple[float, ...] = (1.0, 2.0, 4.0)
-    head_width: int = 1280
+    stage_ratios: tuple[float | Range, ...] = (1 / 3, 1 / 3, 1 / 3)
+    channel_ratios: tuple[float | Range, ...] = (1.0, 2.0, 4.0)
+    head_width: int | Range = 1280
     share_graphs: bool = False
+    conv_type: str | tuple[str, ...] = "normal"
+    ops: Mapping[str, float | Range] = FrozenMap({"conv3x3": 1.0})
     top: LevelSpec = default_level("top")
     mid: LevelSpec = default_level("mid")
     bottom: LevelSpec = default_level("bottom")
@@ -315,7 +333,7 @@ def _space_dict(s: SpaceSpec) -> dict[str, Any]:
     d = {k: v for k, v in _fields_dict(s).items() if k not in dropped}
     for name in s.levels:
         level = s.level(name)
-        d[name] = {"graph": level.graph, **_plain(level.params)}
+        d[name] = {"graph": level.graph, "merge": _plain(level.merge), **_plain(level.params)}
     return d
 
 
@@ -584,22 +602,51 @@ def _class_names(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _stage_ratios(v: Any) -> tuple[float, ...]:
-    ratios = _positive_list(v, f"must be a list of 1 to {MAX_STAGES} numbers > 0 summing to 1")
+_STAGE_RATIOS = f"must be a list of 1 to {MAX_STAGES} numbers > 0 summing to 1"
+_SEARCHED_RATIOS = "[low, high] pairs with low > 0 (searched)"
+
+
+def _stage_ratios(v: Any) -> tuple[float | Range, ...]:
+    ratios = _ratios(v, f"{_STAGE_RATIOS} (fixed), or of numbers > 0 and {_SEARCHED_RATIOS}")
     if not 1 <= len(ratios) <= MAX_STAGES:
-        raise _Invalid(f"must be a list of 1 to {MAX_STAGES} numbers > 0 summing to 1, but has {len(ratios)}")
-    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise _Invalid(f"{_STAGE_RATIOS}, but has {len(ratios)}")
+    # With any entry searched, all are relative weights that the generator normalises.
+    if not any(isinstance(r, Range) for r in ratios) and abs(sum(ratios) - 1.0) > 1e-6:
         raise _Invalid(f"must sum to 1, but sums to {sum(ratios):g}")
     return ratios
 
 
-def _positive_list(v: Any, text: str = "must be a list of numbers > 0") -> tuple[float, ...]:
-    ok = isinstance(v, list) and all(
-        (_is_int(x) or isinstance(x, float)) and math.isfinite(x) and x > 0 for x in v
-    )
-    if not ok:
+def _channel_ratios(v: Any) -> tuple[float | Range, ...]:
+    return _ratios(v, f"must be a list of numbers > 0 (fixed) or {_SEARCHED_RATIOS}")
+
+
+def _ratios(v: Any, text: str) -> tuple[float | Range, ...]:
+    """One entry per stage, each a number > 0 (fixed) or a [low, high] pair with low > 0 (searched)."""
+    if not isinstance(v, list):
         raise _Invalid(text)
-    return tuple(float(x) for x in v)
+    entry = _scalar_or_range(_number(gt=0))
+    out = []
+    for i, x in enumerate(v, 1):
+        try:
+            out.append(entry(x))
+        except _Invalid as exc:  # a bad pair is pinpointed; a bad scalar breaks the list's shape
+            raise _Invalid(f"stage {i}: {exc}" if isinstance(x, (list, dict)) else text) from None
+    return tuple(out)
+
+
+def _conv_type(v: Any) -> str | tuple[str, ...]:
+    """A conv type (fixed) or a list of distinct ones (searched; one name alone is fixed)."""
+    valid = f"valid: {', '.join(CONV_TYPES)}"
+    if isinstance(v, str):
+        return _choice("conv type", CONV_TYPES)(v)
+    if not isinstance(v, list) or not v or not all(isinstance(n, str) for n in v):
+        raise _Invalid(f"must be a conv type (fixed) or a non-empty list of them (searched); {valid}")
+    for name in v:
+        if name not in CONV_TYPES:
+            raise _Invalid(f"unknown conv type '{name}'{did_you_mean(name, CONV_TYPES)}; {valid}")
+    if len(set(v)) != len(v):
+        raise _Invalid("conv types must be distinct")
+    return v[0] if len(v) == 1 else tuple(v)
 
 
 def _range(scalar: Rule, low: Any, high: Any, log: bool, strict: bool = False) -> Range:
@@ -622,9 +669,12 @@ def _range(scalar: Rule, low: Any, high: Any, log: bool, strict: bool = False) -
 def _graph_value(gp: GraphParam) -> Rule:
     """A level parameter: a scalar (fixed), a [low, high] pair or a {low, high, log} table (searched)."""
     if gp.kind is int:
-        scalar = _integer(ge=gp.low, le=gp.high)
-    else:
-        scalar = _number(ge=gp.low, le=gp.high)
+        return _scalar_or_range(_integer(ge=gp.low, le=gp.high))
+    return _scalar_or_range(_number(ge=gp.low, le=gp.high))
+
+
+def _scalar_or_range(scalar: Rule) -> Rule:
+    """A value passing ``scalar`` (fixed), or a [low, high] pair or {low, high, log} table of them (searched)."""
     shape = "must be a scalar (fixed) or a [low, high] pair (searched)"
 
     def rule(v: Any) -> int | float | Range:
@@ -732,11 +782,13 @@ def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
         "kind": _choice("space kind", SPACE_KINDS),
         "param_budget": _integer(ge=1),
         "stage_ratios": _stage_ratios,
-        "channel_ratios": _positive_list,
-        "head_width": _integer(ge=0),
+        "channel_ratios": _channel_ratios,
+        "head_width": _scalar_or_range(_integer(ge=0)),
         "share_graphs": _boolean,
+        "conv_type": _conv_type,
     }
-    values = rep.check("[space]", table, rules, section="space", known=(*LEVELS, RNAG_LEVEL, "params"))
+    values = rep.check("[space]", table, rules, section="space",
+                       known=(*LEVELS, RNAG_LEVEL, "params", "ops"))
     kind = table.get("kind", SpaceSpec.kind)
 
     def refuse(keys: Sequence[str], allowed: str) -> None:
@@ -761,6 +813,12 @@ def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
         refuse(hnag_only, 'kind = "hnag"')
     elif kind == "hnag":
         refuse([RNAG_LEVEL], 'kind = "rnag"')
+        if "ops" in table:
+            ops = _weights(rep, "[space].ops", table["ops"], OP_NAMES, "operation", CONV_OP_NAMES,
+                           f"needs a conv ({', '.join(CONV_OP_NAMES)}) whose weight can be > 0: "
+                           "a bottom graph's output nodes may only be convs (NAGO.md §1.3)")
+            if ops is not None:
+                values["ops"] = ops
 
     stages = values.get("stage_ratios", SpaceSpec.stage_ratios)
     if kind == "rnag":
@@ -792,6 +850,11 @@ def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
 
 def _level(rep: _Report, level: str, table: dict[str, Any]) -> LevelSpec:
     prefix = f"[space.{level}]"
+    merge = LevelSpec.merge
+    if "merge" in table:  # judged apart from the graph: it is no parameter of the graph model
+        weights = _weights(rep, f"{prefix}.merge", table["merge"], MERGE_NAMES, "merge kind", MERGE_NAMES,
+                           "needs a weight that can be > 0")
+        merge = merge if weights is None else weights
     graph = table.get("graph", DEFAULT_GRAPHS[level])
     if graph not in GRAPH_MODELS:
         rule = _choice("graph model", GRAPH_MODELS.names())
@@ -799,12 +862,12 @@ def _level(rep: _Report, level: str, table: dict[str, Any]) -> LevelSpec:
             rule(graph)
         except _Invalid as exc:
             rep.add(f"{prefix}.graph", str(exc), graph)
-        return default_level(level)  # the other keys cannot be judged without a model
+        return dataclasses.replace(default_level(level), merge=merge)  # the params need a model
     model = GRAPH_MODELS.get(graph)
     rules: dict[str, Rule] = {"graph": lambda v: v}
     rules.update({gp.name: _graph_value(gp) for gp in model.params})
     takes = f" (graph '{graph}' takes: {', '.join(model.param_names)})"
-    values = rep.check(prefix, table, rules, section=f"space.{level}", hint=takes)
+    values = rep.check(prefix, table, rules, section=f"space.{level}", known=("merge",), hint=takes)
     params: dict[str, int | float | Range] = {}
     for gp in model.params:
         if gp.name in values:
@@ -815,7 +878,53 @@ def _level(rep: _Report, level: str, table: dict[str, Any]) -> LevelSpec:
                 rep.add(f"{prefix}.{gp.name}", f"missing: graph '{graph}' needs {gp.name} ({gp.doc})")
             else:
                 params[gp.name] = default
-    return LevelSpec(graph, FrozenMap(params))
+    return LevelSpec(graph, FrozenMap(params), merge)
+
+
+def _weights(rep: _Report, where: str, value: Any, names: tuple[str, ...], what: str,
+             positive: tuple[str, ...], none_positive: str) -> FrozenMap[str, float | Range] | None:
+    """A categorical distribution as relative weights >= 0, each fixed or a searched Range.
+
+    ``value`` is a name (weight 1), a list of names (equal weights) or a table of weights, whose key
+    order is kept. One of ``positive`` must be able to weigh > 0, else ``none_positive`` is reported.
+    Returns None after reporting any problem.
+    """
+    valid = f"valid: {', '.join(names)}"
+    if isinstance(value, (dict, list)) and not value:
+        rep.add(where, f"needs at least one {what}", value)
+        return None
+    weights: dict[str, float | Range] = {}
+    ok = True
+    if isinstance(value, dict):
+        weight = _scalar_or_range(_number(ge=0))
+        for key, w in value.items():
+            try:
+                if key not in names:
+                    raise _Invalid(f"unknown {what}{did_you_mean(key, names)}; {valid}")
+                weights[key] = weight(w)
+            except _Invalid as exc:
+                rep.add(f"{where}.{key}", str(exc), w)
+                ok = False
+    else:
+        listed = [value] if isinstance(value, str) else value
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            rep.add(where, f"must be a name, a list of names or a table of weights like "
+                           f"{{ {names[0]} = 1.0, {names[1]} = [0, 1] }}; {valid}", value)
+            return None
+        for name in listed:
+            if name not in names:
+                rep.add(where, f"unknown {what} '{name}'{did_you_mean(name, names)}; {valid}", value)
+                ok = False
+        if len(set(listed)) != len(listed):
+            rep.add(where, f"each {what} may be listed once", value)
+            ok = False
+        weights = dict.fromkeys(listed, 1.0)
+    if not ok:
+        return None
+    if not any((w.high if isinstance(w, Range) else w) > 0 for n, w in weights.items() if n in positive):
+        rep.add(where, none_positive, value)
+        return None
+    return FrozenMap(weights)
 
 
 _PARAM_KEYS = ("type", "low", "high", "log", "choices")
@@ -978,7 +1087,8 @@ def _constraints(rep: _Report, raw: Mapping[str, Any]) -> tuple[ConstraintSpec, 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-# Tables nested this deep ([space.params] entries, {low, high, log} ranges) are written inline.
+# Tables nested this deep ([space.params] entries, {low, high, log} ranges, merge weights) are written
+# inline; arrays of tables ([[objectives]]) are sections only at the top.
 _INLINE_DEPTH = 3
 
 
@@ -991,8 +1101,9 @@ def dump_toml(spec: Spec) -> str:
 
 def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
     def is_section(key: str, value: Any) -> bool:
-        return (isinstance(value, dict) and len(path) + 1 < _INLINE_DEPTH) or (
-            isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        is_range = isinstance(value, dict) and set(value) == {"low", "high", "log"}  # _plain(Range)
+        return (isinstance(value, dict) and not is_range and len(path) + 1 < _INLINE_DEPTH) or (
+            not path and isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
         )
 
     if path:

@@ -697,8 +697,9 @@ def test_to_dict_is_absolute_and_complete(tmp_path, problems):
     assert d["data"]["path"] == str((tmp_path / "data").resolve())
     assert d["objectives"][1]["callable"] == f"{problems.resolve()}:energy"
     assert d["space"]["mid"]["p"] == {"low": 0.05, "high": 0.5, "log": True}
-    assert d["space"]["top"] == {"graph": "ba", "nodes": [4, 8], "m": 2}
-    assert d["space"]["bottom"] == {"graph": "ws", "nodes": [3, 10], "k": [2, 5], "p": [0.1, 0.9]}
+    assert d["space"]["top"] == {"graph": "ba", "merge": {"sum": 1.0}, "nodes": [4, 8], "m": 2}
+    assert d["space"]["bottom"] == {"graph": "ws", "merge": {"sum": 1.0}, "nodes": [3, 10], "k": [2, 5],
+                                    "p": [0.1, 0.9]}
     assert set(d["train"]) == {f.name for f in dataclasses.fields(load_text(tmp_path, FULL).train)}
     assert d["objectives"][0] == {"name": "error", "direction": "minimize"}
 
@@ -737,7 +738,7 @@ def test_rnag_defaults(tmp_path):
     assert s.channel_ratios == (1.0, 2.0, 4.0) and s.head_width == 1280
     d = load_text(tmp_path, RNAG).to_dict()["space"]
     assert set(d) == {"kind", "param_budget", "channel_ratios", "head_width", "stage"}
-    assert d["stage"] == {"graph": "ws", "nodes": [10, 40], "k": [2, 6], "p": [0.1, 0.9]}
+    assert d["stage"] == {"graph": "ws", "merge": {"sum": 1.0}, "nodes": [10, 40], "k": [2, 6], "p": [0.1, 0.9]}
 
 
 def test_rnag_stage_table_and_channel_ratios(tmp_path):
@@ -791,3 +792,232 @@ def test_rnag_example_spec_loads():
     spec = load_spec(Path(__file__).resolve().parents[1] / "specs" / "03_rnag_digits.toml")
     assert spec.space.kind == "rnag" and spec.data.dataset == "digits"
     assert spec.space.stage.graph == "ws" and spec.space.head_width == 64
+
+
+# --- the extended knobs (NAGO.md §1.3: θ_S, θ_C, θ_M, θ_op; the paper's AugV1/AugV2) ----------------
+
+
+HNAG = MINIMAL + "[space]\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "expected"),
+    [
+        ("stage_ratios = [0.34, [0.2, 0.5], 0.33]", "stage_ratios", (0.34, Range(0.2, 0.5), 0.33)),
+        ("stage_ratios = [[1, 2], [1, 2]]", "stage_ratios", (Range(1.0, 2.0), Range(1.0, 2.0))),  # no sum rule
+        ("stage_ratios = [2, { low = 0.1, high = 4, log = true }]", "stage_ratios", (2.0, Range(0.1, 4.0, log=True))),
+        ("channel_ratios = [1, [1.5, 3], 4]", "channel_ratios", (1.0, Range(1.5, 3.0), 4.0)),
+        ("head_width = [0, 512]", "head_width", Range(0, 512)),
+        ("head_width = { low = 16, high = 256, log = true }", "head_width", Range(16, 256, log=True)),
+        ('conv_type = "separable"', "conv_type", "separable"),
+        ('conv_type = ["separable"]', "conv_type", "separable"),  # one choice is fixed
+        ('conv_type = ["separable", "normal"]', "conv_type", ("separable", "normal")),
+        ('ops = "conv5x5"', "ops", {"conv5x5": 1.0}),
+        ('ops = ["conv3x3", "avgpool3x3"]', "ops", {"conv3x3": 1.0, "avgpool3x3": 1.0}),
+        ("ops = { conv3x3 = 1, conv5x5 = [0.0, 1.0], avgpool3x3 = [0, 1] }", "ops",
+         {"conv3x3": 1.0, "conv5x5": Range(0.0, 1.0), "avgpool3x3": Range(0.0, 1.0)}),
+        ("ops = { avgpool5x5 = 2, conv1x3 = [0, 0.5] }", "ops", {"avgpool5x5": 2.0, "conv1x3": Range(0.0, 0.5)}),
+    ],
+)
+def test_extended_space_values(tmp_path, body, field, expected):
+    value = getattr(load_text(tmp_path, HNAG + body + "\n").space, field)
+    assert value == expected
+    if field == "ops":
+        assert isinstance(value, FrozenMap) and list(value) == list(expected)  # the file's order is kept
+    else:
+        assert type(value) is type(expected)
+        if isinstance(value, tuple):
+            assert [type(v) for v in value] == [type(e) for e in expected]
+
+
+def test_extended_defaults(tmp_path):
+    s = load_text(tmp_path, MINIMAL).space
+    assert s.conv_type == "normal" and s.ops == {"conv3x3": 1.0} and isinstance(s.ops, FrozenMap)
+    assert all(s.level(name).merge == {"sum": 1.0} for name in ("top", "mid", "bottom"))
+    assert load_text(tmp_path, RNAG).space.stage.merge == {"sum": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('merge = "concat"', {"concat": 1.0}),
+        ('merge = ["sum", "attention"]', {"sum": 1.0, "attention": 1.0}),
+        ("merge = { sum = [0, 1], concat = [0, 1], attention = 0 }",
+         {"sum": Range(0.0, 1.0), "concat": Range(0.0, 1.0), "attention": 0.0}),
+        ("[space.top.merge]\nconcat = 2\nsum = 1", {"concat": 2.0, "sum": 1.0}),
+    ],
+)
+def test_level_merge_values(tmp_path, body, expected):
+    top = load_text(tmp_path, MINIMAL + "[space.top]\n" + body + "\n").space.top
+    assert top.merge == expected and list(top.merge) == list(expected) and isinstance(top.merge, FrozenMap)
+    assert "merge" not in top.params and dict(top.params) == {"nodes": Range(3, 10), "k": Range(2, 5), "p": Range(0.1, 0.9)}
+
+
+def test_rnag_takes_merge_and_searched_widths(tmp_path):
+    s = load_text(tmp_path, RNAG + "head_width = [8, 64]\nchannel_ratios = [[1, 2], 2]\n"
+                                   '[space.stage]\nmerge = { sum = 1, concat = [0, 2] }\n').space
+    assert s.stage.merge == {"sum": 1.0, "concat": Range(0.0, 2.0)}
+    assert (s.head_width, s.channel_ratios) == (Range(8, 64), (Range(1.0, 2.0), 2.0))
+
+
+ALL_OPS = "conv3x3, conv5x5, conv1x1, conv3x1, conv1x3, avgpool3x3, avgpool5x5"
+ALL_MERGES = "sum, concat, attention"
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("stage_ratios = [0.5, [0.5, 0.1]]",
+         "[space].stage_ratios = [0.5, [0.5, 0.1]]: stage 2: low <= high must hold, but got (low=0.5, high=0.1)"),
+        ("stage_ratios = [[0, 1], 0.5]", "[space].stage_ratios = [[0, 1], 0.5]: stage 1: low must be > 0"),
+        ("stage_ratios = [0.5, [1, 2, 3]]",
+         "[space].stage_ratios = [0.5, [1, 2, 3]]: stage 2: must be a scalar (fixed) or a [low, high] pair (searched)"),
+        ('stage_ratios = [[0.5, 1], "a"]',
+         ('[space].stage_ratios = [[0.5, 1], "a"]: must be a list of 1 to 6 numbers > 0 summing to 1 (fixed), '
+          "or of numbers > 0 and [low, high] pairs with low > 0 (searched)")),
+        ("stage_ratios = [[1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2]]",
+         "must be a list of 1 to 6 numbers > 0 summing to 1, but has 7"),
+        ("channel_ratios = [1, [-1, 2], 4]", "[space].channel_ratios = [1, [-1, 2], 4]: stage 2: low must be > 0"),
+        ("channel_ratios = [1, 2, -4]",
+         "[space].channel_ratios = [1, 2, -4]: must be a list of numbers > 0 (fixed) or [low, high] pairs with low > 0 (searched)"),
+        ("head_width = [-1, 5]", "[space].head_width = [-1, 5]: low must be an integer >= 0"),
+        ("head_width = [16, 8.5]", "[space].head_width = [16, 8.5]: high must be an integer >= 0"),
+        ("head_width = { low = 0, high = 8, log = true }",
+         "[space].head_width = { low = 0, high = 8, log = true }: a log scale needs low > 0, but got low=0"),
+        ('conv_type = "seperable"',
+         "[space].conv_type = \"seperable\": unknown conv type (did you mean 'separable'?); valid: normal, separable"),
+        ('conv_type = ["normal", "seperable"]',
+         ("[space].conv_type = [\"normal\", \"seperable\"]: unknown conv type 'seperable' (did you mean 'separable'?); "
+          "valid: normal, separable")),
+        ('conv_type = ["normal", "normal"]', '[space].conv_type = ["normal", "normal"]: conv types must be distinct'),
+        ("conv_type = []",
+         "[space].conv_type = []: must be a conv type (fixed) or a non-empty list of them (searched); valid: normal, separable"),
+        ("ops = { conv7x7 = 1.0 }",
+         f"[space].ops.conv7x7 = 1.0: unknown operation (did you mean 'conv5x5'?); valid: {ALL_OPS}"),
+        ('ops = ["conv3x3", "avgpool3x4"]',
+         ("[space].ops = [\"conv3x3\", \"avgpool3x4\"]: unknown operation 'avgpool3x4' (did you mean 'avgpool3x3'?); "
+          f"valid: {ALL_OPS}")),
+        ('ops = "conv7x7"', "[space].ops = \"conv7x7\": unknown operation 'conv7x7' (did you mean 'conv5x5'?)"),
+        ("ops = { conv3x3 = -1 }", "[space].ops.conv3x3 = -1: must be >= 0"),
+        ("ops = { conv3x3 = [-0.5, 1] }", "[space].ops.conv3x3 = [-0.5, 1]: low must be >= 0"),
+        ("ops = { conv3x3 = [1, 0] }", "[space].ops.conv3x3 = [1, 0]: low <= high must hold, but got (low=1.0, high=0.0)"),
+        ('ops = { conv3x3 = "a" }', '[space].ops.conv3x3 = "a": must be a number >= 0'),
+        ("ops = {}", "[space].ops = {}: needs at least one operation"),
+        ("ops = []", "[space].ops = []: needs at least one operation"),
+        ('ops = ["conv3x3", "conv3x3"]', '[space].ops = ["conv3x3", "conv3x3"]: each operation may be listed once'),
+        ("ops = 3", ("[space].ops = 3: must be a name, a list of names or a table of weights like "
+                     f"{{ conv3x3 = 1.0, conv5x5 = [0, 1] }}; valid: {ALL_OPS}")),
+        ('ops = ["avgpool3x3", "avgpool5x5"]',
+         ('[space].ops = ["avgpool3x3", "avgpool5x5"]: needs a conv (conv3x3, conv5x5, conv1x1, conv3x1, conv1x3) '
+          "whose weight can be > 0: a bottom graph's output nodes may only be convs (NAGO.md §1.3)")),
+        ("ops = { conv3x3 = 0, conv5x5 = [0, 0], avgpool3x3 = 1 }",
+         "[space].ops = { conv3x3 = 0, conv5x5 = [0, 0], avgpool3x3 = 1 }: needs a conv"),
+        ("[space.opps]\nconv3x3 = 1", "[space.opps]: unknown section (did you mean 'space.ops'?)"),
+    ],
+)
+def test_extended_space_errors(tmp_path, body, line):
+    expect_error(tmp_path, HNAG + body + "\n", line)
+
+
+@pytest.mark.parametrize(
+    ("level", "body", "line"),
+    [
+        ("top", 'merge = "concta"',
+         f"[space.top].merge = \"concta\": unknown merge kind 'concta' (did you mean 'concat'?); valid: {ALL_MERGES}"),
+        ("mid", "merge = { sume = 1 }", f"[space.mid].merge.sume = 1: unknown merge kind (did you mean 'sum'?); valid: {ALL_MERGES}"),
+        ("bottom", "merge = { sum = -1 }", "[space.bottom].merge.sum = -1: must be >= 0"),
+        ("top", "merge = { sum = 0, concat = [0, 0] }",
+         "[space.top].merge = { sum = 0, concat = [0, 0] }: needs a weight that can be > 0"),
+        ("top", "merge = []", "[space.top].merge = []: needs at least one merge kind"),
+        ("top", 'merg = "sum"', "[space.top].merg = \"sum\": unknown key (did you mean 'merge'?) (graph 'ws' takes: nodes, k, p)"),
+        ("top", 'graph = "wss"\nmerge = "sun"', "[space.top].merge = \"sun\": unknown merge kind 'sun' (did you mean 'sum'?)"),
+    ],
+)
+def test_level_merge_errors(tmp_path, level, body, line):
+    expect_error(tmp_path, MINIMAL + f"[space.{level}]\n" + body + "\n", line)
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ('conv_type = "separable"', '[space].conv_type = "separable": only allowed with kind = "hnag"'),
+        ('ops = "conv3x3"', '[space].ops = "conv3x3": only allowed with kind = "hnag"'),
+        ("ops = { conv3x3 = [0, 1] }", '[space].ops = { conv3x3 = [0, 1] }: only allowed with kind = "hnag"'),
+        ('[space.stage]\nmerge = "concta"', "[space.stage].merge = \"concta\": unknown merge kind 'concta'"),
+    ],
+)
+def test_extended_rnag_errors(tmp_path, body, line):
+    expect_error(tmp_path, RNAG + body + "\n", line)
+
+
+def test_params_kind_refuses_the_extended_knobs(tmp_path):
+    lines = error_lines(tmp_path, PARAMS.format('x = { type = "int", low = 1, high = 2 }').replace(
+        "[space.params]", 'conv_type = "normal"\nops = ["conv3x3"]\nhead_width = [1, 2]\n'
+                          'channel_ratios = [[1, 2]]\n[space.params]'))
+    path = tmp_path / "spec.toml"
+    assert lines == [
+        f'{path}: [space].head_width = [1, 2]: only allowed with kind = "hnag" or "rnag"',
+        f'{path}: [space].channel_ratios = [[1, 2]]: only allowed with kind = "hnag" or "rnag"',
+        f'{path}: [space].conv_type = "normal": only allowed with kind = "hnag"',
+        f'{path}: [space].ops = ["conv3x3"]: only allowed with kind = "hnag"',
+    ]
+
+
+def test_extended_errors_reported_together(tmp_path):
+    lines = error_lines(tmp_path, HNAG + 'stage_ratios = [0.5, [0.5, 0.1]]\nconv_type = "x"\n'
+                                         "ops = { conv7x7 = 1, avgpool3x3 = -1 }\n"
+                                         '[space.top]\nmerge = "concta"\n[space.mid]\nmerge = { sum = 0 }\n')
+    assert len(lines) == 6, lines
+
+
+EXTENDED = MINIMAL + """
+[space]
+param_budget = 30000
+stage_ratios = [0.34, [0.2, 0.5], { low = 0.1, high = 0.9, log = true }]
+channel_ratios = [1, [1.5, 3], 4]
+head_width = { low = 16, high = 256, log = true }
+conv_type = ["normal", "separable"]
+ops = { conv5x5 = 1.0, conv3x3 = [0.0, 1.0], avgpool3x3 = [0, 1], conv1x1 = { low = 0.01, high = 1, log = true } }
+[space.top]
+merge = { sum = [0, 1], concat = [0, 1], attention = 0 }
+[space.mid]
+merge = "concat"
+[space.bottom]
+graph = "ba"
+merge = ["sum", "attention"]
+"""
+
+
+def test_extended_round_trip(tmp_path):
+    spec = load_text(tmp_path, EXTENDED)
+    assert_round_trip(spec, tmp_path)
+    assert pickle.loads(pickle.dumps(spec)) == spec and hash(pickle.loads(pickle.dumps(spec))) == hash(spec)
+    text = dump_toml(spec)
+    assert "merge = { sum = [0.0, 1.0], concat = [0.0, 1.0], attention = 0.0 }" in text  # inline in [space.top]
+    assert "head_width = { low = 16, high = 256, log = true }" in text  # a Range stays one key, not a section
+    d = spec.to_dict()["space"]
+    assert d["stage_ratios"] == [0.34, [0.2, 0.5], {"low": 0.1, "high": 0.9, "log": True}]
+    assert d["ops"] == {"conv5x5": 1.0, "conv3x3": [0.0, 1.0], "avgpool3x3": [0.0, 1.0],
+                        "conv1x1": {"low": 0.01, "high": 1.0, "log": True}}
+    assert d["conv_type"] == ["normal", "separable"]
+    assert list(d["bottom"]) == ["graph", "merge", "nodes", "m"]
+    assert d["bottom"]["merge"] == {"sum": 1.0, "attention": 1.0}
+
+
+def test_extended_rnag_round_trip(tmp_path):
+    spec = load_text(tmp_path, RNAG + "head_width = [8, 64]\nchannel_ratios = [[1, 2], 2]\n"
+                                      '[space.stage]\nmerge = { sum = 1, concat = [0, 2] }\n')
+    assert_round_trip(spec, tmp_path)
+    d = spec.to_dict()["space"]
+    assert set(d) == {"kind", "param_budget", "channel_ratios", "head_width", "stage"}
+    assert d["stage"]["merge"] == {"sum": 1.0, "concat": [0.0, 2.0]}
+
+
+def test_search_hash_follows_the_extended_knobs(tmp_path):
+    path = write(tmp_path, EXTENDED)
+    base = load_spec(path).search_hash()
+    assert load_spec(path, {"space": {"top": {"merge": {"sum": [0, 1], "concat": [0, 0.5]}}}}).search_hash() != base
+    assert load_spec(path, {"space": {"mid": {"merge": "sum"}}}).search_hash() != base
+    assert load_spec(path, {"space": {"conv_type": "normal"}}).search_hash() != base
+    assert load_spec(path, {"space": {"ops": {"conv3x3": 1}}}).search_hash() != base
+    assert load_spec(path, {"space": {"mid": {"merge": ["concat"]}}}).search_hash() == base  # same distribution
