@@ -35,8 +35,13 @@ class DataShape:
 
 
 def build_space(spec: Spec) -> SearchSpace:
-    """The searched parameters of a spec: ``level.key`` for each [low, high] of a level table
-    (``top.*``, ``mid.*``, ``bottom.*`` for hnag; ``stage.*`` for rnag)."""
+    """The searched parameters of a spec, one per Range (or conv-type list) in it, named by where it sits.
+
+    Network specs: ``top.nodes``, ``mid.p``, ... for the level tables (``stage.*`` for rnag),
+    ``top.merge.concat`` for a level's merge weights, ``stage_ratios.0``, ``channel_ratios.2``,
+    ``head_width``, ``conv_type`` (categorical) and ``ops.conv5x5``. Plain-parameter specs: the
+    names of [space.params].
+    """
     params: list[Any] = []
     if spec.space.kind == "params":
         for name, p in spec.space.params.items():
@@ -49,37 +54,75 @@ def build_space(spec: Spec) -> SearchSpace:
         return SearchSpace(tuple(params))
     from nago_spec.graphs import GRAPH_MODELS
 
-    for level in spec.space.levels:
-        lspec = spec.space.level(level)
+    def add(name: str, value: Any, cls: type = FloatParam) -> None:
+        if isinstance(value, Range):
+            params.append(cls(name, value.low, value.high, log=value.log))
+
+    s = spec.space
+    for level in s.levels:
+        lspec = s.level(level)
         kinds = {gp.name: gp.kind for gp in GRAPH_MODELS.get(lspec.graph).params}
         for key, value in lspec.params.items():
-            if isinstance(value, Range):
-                cls = IntParam if kinds[key] is int else FloatParam
-                params.append(cls(f"{level}.{key}", value.low, value.high, log=value.log))
+            add(f"{level}.{key}", value, IntParam if kinds[key] is int else FloatParam)
+        for key, value in lspec.merge.items():
+            add(f"{level}.merge.{key}", value)
+    if s.kind == "hnag":
+        for i, r in enumerate(s.stage_ratios):
+            add(f"stage_ratios.{i}", r)
+    for i, r in enumerate(s.channel_ratios):
+        add(f"channel_ratios.{i}", r)
+    add("head_width", s.head_width, IntParam)
+    if s.kind == "hnag":
+        if isinstance(s.conv_type, tuple):
+            params.append(CategoricalParam("conv_type", s.conv_type))
+        for key, value in s.ops.items():
+            add(f"ops.{key}", value)
     return SearchSpace(tuple(params))
+
+
+def _resolve(value: Any, name: str, params: Mapping[str, Any]) -> Any:
+    """A spec value at one point: the point's value where it is searched, else the fixed value."""
+    return params[name] if isinstance(value, (Range, tuple)) else value
 
 
 def _level_config(spec: Spec, level: str, params: Mapping[str, Any]):
     from nago_spec.generator import LevelConfig
 
     lspec = spec.space.level(level)
-    values = {key: (params[f"{level}.{key}"] if isinstance(v, Range) else v) for key, v in lspec.params.items()}
-    return LevelConfig(lspec.graph, values)
+    values = {key: _resolve(v, f"{level}.{key}", params) for key, v in lspec.params.items()}
+    merge = {key: _resolve(v, f"{level}.merge.{key}", params) for key, v in lspec.merge.items()}
+    return LevelConfig(lspec.graph, values, merge)
+
+
+def _widths(spec: Spec, params: Mapping[str, Any]) -> dict[str, Any]:
+    s = spec.space
+    return {
+        "param_budget": s.param_budget,
+        "channel_ratios": tuple(_resolve(r, f"channel_ratios.{i}", params) for i, r in enumerate(s.channel_ratios)),
+        "head_width": int(_resolve(s.head_width, "head_width", params)),
+    }
 
 
 def hnag_config(spec: Spec, params: Mapping[str, Any]):
-    """The generator configuration of one point: fixed values from the spec, searched ones from ``params``."""
+    """The generator configuration of one point: fixed values from the spec, searched ones from ``params``.
+
+    Searched stage ratios are relative weights, normalised here to sum to 1.
+    """
     from nago_spec.generator import HnagConfig
 
     levels = {level: _level_config(spec, level, params) for level in LEVELS}
     s = spec.space
+    stage_ratios = tuple(_resolve(r, f"stage_ratios.{i}", params) for i, r in enumerate(s.stage_ratios))
+    if any(isinstance(r, Range) for r in s.stage_ratios):
+        total = sum(stage_ratios)
+        stage_ratios = tuple(r / total for r in stage_ratios)
     return HnagConfig(
         **levels,
-        param_budget=s.param_budget,
-        stage_ratios=tuple(s.stage_ratios),
-        channel_ratios=tuple(s.channel_ratios),
-        head_width=s.head_width,
+        **_widths(spec, params),
+        stage_ratios=stage_ratios,
         share_graphs=s.share_graphs,
+        ops={key: _resolve(v, f"ops.{key}", params) for key, v in s.ops.items()},
+        conv_type=_resolve(s.conv_type, "conv_type", params),
     )
 
 
@@ -87,13 +130,7 @@ def rnag_config(spec: Spec, params: Mapping[str, Any]):
     """The RandWire generator configuration of one point of an rnag spec."""
     from nago_spec.generator import RnagConfig
 
-    s = spec.space
-    return RnagConfig(
-        stage=_level_config(spec, "stage", params),
-        param_budget=s.param_budget,
-        channel_ratios=tuple(s.channel_ratios),
-        head_width=s.head_width,
-    )
+    return RnagConfig(stage=_level_config(spec, "stage", params), **_widths(spec, params))
 
 
 def generator_config(spec: Spec, params: Mapping[str, Any]):
@@ -182,10 +219,10 @@ class Evaluator:
             values = self._score(ctx, names)
             return values, [{"sample": 0, "seed": ctx.seed, "values": values}]
 
+        from torch import nn
+
         from nago_spec.network import Normalize, build_network
         from nago_spec.train import train
-
-        import torch.nn as nn
 
         shape = DataShape.of(data)
         t = self.spec.train

@@ -112,9 +112,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(f"  data: {d['dataset']} {'x'.join(map(str, d['input']))}, {len(d['classes'])} classes, "
               f"train {d['train']} / val {d['val']} / test {d['test']}")
     print(f"  space: {len(s['space'])} searched parameters")
+    width = max((len(p["name"]) for p in s["space"]), default=0)
     for p in s["space"]:
         rng = f"{p['choices']}" if p["type"] == "categorical" else f"[{p['low']}, {p['high']}]" + (" log" if p.get("log") else "")
-        print(f"    {p['name']:<14} {p['type']:<11} {rng}")
+        print(f"    {p['name']:<{width}}  {p['type']:<11} {rng}")
     print("  objectives: " + ", ".join(f"{o['name']} ({o['direction']}{', cheap' if o['cheap'] else ''})" for o in s["objectives"]))
     if s["constraints"]:
         print("  constraints: " + ", ".join(
@@ -127,6 +128,9 @@ def _print_summary(s: dict[str, Any]) -> None:
         n = s["sample_network"]
         print("  sample network (centre of the space): " + ", ".join(
             f"{k} {v}" for k, v in n.items() if k != "params_point" and not isinstance(v, (dict, list))))
+        for key in ("ops", "merges"):
+            if n.get(key):
+                print(f"    {key}: " + ", ".join(f"{name} {count}" for name, count in n[key].items()))
 
 
 def _parser() -> argparse.ArgumentParser:

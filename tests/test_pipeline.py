@@ -147,3 +147,36 @@ def test_an_objective_only_a_constraint_names_is_measured_exactly(tiny_spec):
     params = {"top.nodes": 4, "top.p": 0.3, "mid.nodes": 2, "bottom.p": 0.7}
     arch = sample_architecture(load_spec(tiny_spec), params, sample_seed(0, 2, 0), SHAPE)
     assert problem.cheap_fn(params, 2) == {"params": float(arch.param_count())}
+
+
+def test_extended_knobs_are_searched_parameters_and_reach_the_generator():
+    from pathlib import Path
+
+    from nago_spec.pipeline import hnag_config
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "specs" / "04_extended_knobs.toml")
+    space = build_space(spec)
+    names = set(space.names)
+    assert {"top.merge.concat", "mid.merge.attention", "stage_ratios.0", "stage_ratios.2", "channel_ratios.1",
+            "head_width", "conv_type", "ops.avgpool5x5"} <= names
+    assert "channel_ratios.0" not in names and "ops.conv3x3" not in names and "top.merge.sum" not in names
+    kinds = {p.name: type(p).__name__ for p in space.params}
+    assert kinds["head_width"] == "IntParam" and kinds["conv_type"] == "CategoricalParam"
+
+    seen_conv_types, seen_ops = set(), set()
+    for i, u in enumerate(space.sobol(16, seed=0)):
+        params = space.from_unit(u)
+        cfg = hnag_config(spec, params)
+        assert sum(cfg.stage_ratios) == pytest.approx(1.0)
+        w = [params[f"stage_ratios.{s}"] for s in range(3)]
+        assert cfg.stage_ratios == pytest.approx(tuple(x / sum(w) for x in w))
+        assert cfg.channel_ratios == (1.0, params["channel_ratios.1"], params["channel_ratios.2"])
+        assert cfg.head_width == params["head_width"] and cfg.conv_type == params["conv_type"]
+        assert cfg.top.merge == {"sum": 1.0, "concat": params["top.merge.concat"],
+                                 "attention": params["top.merge.attention"]}
+        assert cfg.ops["conv3x3"] == 1.0 and cfg.ops["avgpool3x3"] == params["ops.avgpool3x3"]
+        arch = sample_architecture(spec, params, sample_seed(spec.seed, i, 0), SHAPE)
+        assert arch.head_width == params["head_width"]
+        seen_conv_types.add(params["conv_type"])
+        seen_ops |= set(arch.summary()["ops"])
+    assert seen_conv_types == {"normal", "separable"} and len(seen_ops) >= 8
