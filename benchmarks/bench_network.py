@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nago_spec.generator import Architecture, HnagConfig, LevelConfig, Merge, outputs_merge, sample_architecture
+from nago_spec.generator import (
+    Architecture,
+    HnagConfig,
+    LevelConfig,
+    Merge,
+    outputs_merge,
+    sample_architecture,
+)
 from nago_spec.network import build_network
 from runners.worker import init_worker
 

@@ -81,7 +81,7 @@ def _import_module(name: str) -> ModuleType:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise CallableError(f"no module named '{name}'") from None
         raise _raised(exc) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure at import is reported, not propagated
+    except Exception as exc:
         raise _raised(exc) from exc
 
 

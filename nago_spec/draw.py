@@ -27,6 +27,14 @@ def _layered(g: nx.DiGraph, labels: dict[Any, str]) -> tuple[nx.DiGraph, dict[An
     return h, pos, {**labels, _IN: "in", _OUT: "out"}
 
 
+#: How a node's label shows its merge when it is not the default gated sum (one-input nodes: none).
+_MERGE_MARKS = {"concat": "\n[cat]", "attention": "\n[att]"}
+
+
+def _merge_mark(node: dict[str, Any]) -> str:
+    return _MERGE_MARKS.get(node.get("merge", ""), "")
+
+
 def _panel(ax: Any, g: nx.DiGraph, labels: dict[Any, str], colours: list[Any], title: str) -> None:
     h, pos, labels = _layered(g, labels)
     inner = list(g)
@@ -44,6 +52,7 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
 
     The cell shown is the one with the most mid-level nodes, the operation graph the largest of
     that cell (the first on ties), so the drawing shows as much structure as the architecture has.
+    Nodes that merge by concatenation or attention are marked [cat] or [att]; pooling ops are grey.
     An RNAG (RandWire) architecture draws the same way: its cells are the stages, its mid level a
     stage's random graph, and each operation graph a single separable-conv node.
     """
@@ -64,7 +73,7 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), dpi=110, gridspec_kw={"width_ratios": [1.3, 1, 1]})
     _panel(
-        axes[0], top, {i: f"{i}\n{top.nodes[i]['channels']}ch" for i in top},
+        axes[0], top, {i: f"{i}\n{top.nodes[i]['channels']}ch{_merge_mark(top.nodes[i])}" for i in top},
         [cmap(top.nodes[i]["stage"] % 10) for i in top],
         (f"RandWire: a chain of {top.number_of_nodes()} stage graphs" if arch.space == "rnag"
          else f"top: {top.number_of_nodes()} cells in {len(arch.stage_channels)} stages"),
@@ -76,13 +85,15 @@ def draw_architecture(arch: Architecture, path: Path, *, title: str = "") -> dic
         loc="lower center", fontsize=7, frameon=False, ncol=min(3, len(stages)), bbox_to_anchor=(0.5, -0.12),
     )
     colour = cmap(c.stage % 10)
-    _panel(axes[1], mid, {n: f"{n[1]}" for n in mid}, [colour] * mid.number_of_nodes(),
+    _panel(axes[1], mid, {n: f"{n[1]}{_merge_mark(mid.nodes[n])}" for n in mid}, [colour] * mid.number_of_nodes(),
            f"stage {c.stage}: {mid.number_of_nodes()} nodes (ReLU-sep3x3-BN each)" if arch.space == "rnag"
            else f"mid: cell {cell}, {mid.number_of_nodes()} nodes (each an operation graph)")
+    ops = [bottom.nodes[n]["op"] for n in bottom]
     _panel(
-        axes[2], bottom, {n: f"{n[2]}\n{bottom.nodes[n]['op']}" for n in bottom},
-        [colour] * bottom.number_of_nodes(),
-        f"bottom: cell {cell}, node {op_graph}: {bottom.number_of_nodes()} ReLU-conv-BN ops",
+        axes[2], bottom, {n: f"{n[2]}\n{bottom.nodes[n]['op']}{_merge_mark(bottom.nodes[n])}" for n in bottom},
+        [colour if not op.startswith("avgpool") else "0.85" for op in ops],
+        f"bottom: cell {cell}, node {op_graph}: {bottom.number_of_nodes()} ops"
+        + (" (ReLU-conv-BN each)" if all(op.startswith(("conv", "sep")) for op in ops) else ""),
     )
     fig.suptitle(title or f"{arch.param_count():,} parameters, {arch.mac_count():,} MACs", fontsize=10)
     fig.tight_layout()

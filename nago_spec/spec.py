@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from nago_spec.callables import CallableError, is_file_ref, load_callable, resolve_ref, split_ref
+from nago_spec.callables import (
+    CallableError,
+    is_file_ref,
+    load_callable,
+    resolve_ref,
+    split_ref,
+)
 from nago_spec.errors import SpecError
 from nago_spec.generator import CONV_OP_NAMES, CONV_TYPES, MERGE_NAMES, OP_NAMES
 from nago_spec.graphs import GRAPH_MODELS, GraphParam

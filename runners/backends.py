@@ -11,7 +11,6 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from nago_spec.registry import Registry
-
 from runners.worker import init_worker
 
 
@@ -24,7 +23,7 @@ class Backend(ABC):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Start ``fn(*args)``; the future's result is what ``fn`` returned."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release workers."""
 
 

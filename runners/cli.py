@@ -11,7 +11,6 @@ from typing import Any
 
 from nago_spec import __version__
 from nago_spec.errors import DataError, NagoError, SpecError
-
 from runners.progress import MODES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -22,7 +21,6 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     from nago_spec.pipeline import DataShape, Evaluator, sample_architecture
     from nago_spec.seeds import sample_seed
     from nago_spec.spec import load_spec
-
     from runners.worker import load_data
 
     spec = load_spec(spec_path)
@@ -71,7 +69,6 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
     from nago_spec.seeds import sample_seed
     from nago_spec.spec import load_spec
     from nago_spec.store import Store
-
     from runners.worker import load_data
 
     spec_file = target / "spec.toml" if target.is_dir() else target

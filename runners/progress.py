@@ -35,7 +35,14 @@ class Progress:
     def start(self, done: int, summary: dict[str, Any]) -> None:
         self._done0 = done
         if self.mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(
                 TextColumn("[bold]trials"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),

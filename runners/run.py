@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from nago_spec.errors import StoreError
+from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator
 from nago_spec.report import front, normalised_hv, write_report
-from nago_spec.pareto import to_minimization
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
-
+from runners import worker
 from runners.backends import Backend, make_backend
 from runners.progress import Progress
-from runners import worker
 
 log = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ def _final_train_export(spec_file: str, run_dir: str, trial_id: int, params: dic
     import json
     import time
 
-    import torch.nn as nn
+    from torch import nn
 
     from nago_spec.errors import ExportError
     from nago_spec.export import PARITY_TOLERANCE, export_onnx, parity

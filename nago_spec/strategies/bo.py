@@ -26,7 +26,14 @@ from pymoo.optimize import minimize
 
 from nago_spec.pareto import hypervolume, pareto_indices, to_minimization
 from nago_spec.problem import ConstraintInfo, Problem
-from nago_spec.strategies.base import STREAM_FIT, STREAM_NSGA, STREAM_RANDOM, STREAM_SOBOL, Strategy, Trial
+from nago_spec.strategies.base import (
+    STREAM_FIT,
+    STREAM_NSGA,
+    STREAM_RANDOM,
+    STREAM_SOBOL,
+    Strategy,
+    Trial,
+)
 
 log = logging.getLogger(__name__)
 
