@@ -30,7 +30,7 @@ from nago_spec.registry import did_you_mean
 SUPPORTED_VERSION = 1
 DATASET_NAMES = ("digits", "idx")
 SPACE_KINDS = ("hnag", "rnag", "params")
-STRATEGY_NAMES = ("bo", "random")
+STRATEGY_NAMES = ("bo", "evolution", "random")
 BACKEND_NAMES = ("local", "process")
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("minimize", "maximize")
@@ -229,12 +229,17 @@ class ConstraintSpec:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """The strategy and its budget, in evaluations."""
+    """The strategy and its budget, in evaluations.
+
+    ``options`` are the strategy's own (its class's ``default_options`` names them), passed to its
+    constructor; those left out keep the strategy's defaults.
+    """
 
     strategy: str = "bo"
     budget: int = 20
     initial: int = 8
     batch: int = 2
+    options: Mapping[str, Any] = FrozenMap()
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,7 @@ class Spec:
             "train": _fields_dict(self.train),
             "objectives": [_objective_dict(o) for o in self.objectives],
             "constraints": [_fields_dict(c) for c in self.constraints],
-            "search": _fields_dict(self.search),
+            "search": _search_dict(self.search),
             "run": _fields_dict(self.run),
             "export": _fields_dict(self.export),
         }
@@ -323,6 +328,13 @@ def _fields_dict(obj: Any) -> dict[str, Any]:
         for f in dataclasses.fields(obj)
         if getattr(obj, f.name) is not None
     }
+
+
+def _search_dict(s: SearchSpec) -> dict[str, Any]:
+    d = _fields_dict(s)
+    if not s.options:  # left out, so specs without options keep the search_hash they had before options
+        d.pop("options")
+    return d
 
 
 def _objective_dict(o: ObjectiveSpec) -> dict[str, Any]:
@@ -728,12 +740,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     })
     objectives = _objectives(rep, raw, base)
     constraints = _constraints(rep, raw)
-    search = _simple(rep, "search", raw, SearchSpec, {
-        "strategy": _choice("strategy", STRATEGY_NAMES),
-        "budget": _integer(ge=1),
-        "initial": _integer(ge=1),
-        "batch": _integer(ge=1),
-    })
+    search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"))
     run = _simple(rep, "run", raw, RunSpec, {
         "backend": _choice("backend", BACKEND_NAMES),
         "workers": _integer(ge=1),
@@ -764,6 +771,78 @@ def _simple(rep: _Report, name: str, raw: Mapping[str, Any], cls: type, rules: M
     """A section whose keys are independent: the dataclass's defaults fill in what is absent."""
     table = rep.table(name, raw.get(name, {}), f"[{name}]")
     return cls(**rep.check(f"[{name}]", table, rules, section=name))
+
+
+def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
+    values = rep.check("[search]", table, {
+        "strategy": _choice("strategy", STRATEGY_NAMES),
+        "budget": _integer(ge=1),
+        "initial": _integer(ge=1),
+        "batch": _integer(ge=1),
+    }, section="search", known=("options",))
+    if "options" in table:
+        options = rep.table("[search].options", table["options"], "[search.options]")
+        if options and ("strategy" in values or "strategy" not in table):  # a bad strategy has no options to judge
+            values["options"] = _search_options(rep, values.get("strategy", SearchSpec.strategy), options)
+    return SearchSpec(**values)
+
+
+def _search_options(rep: _Report, strategy: str, table: dict[str, Any]) -> FrozenMap[str, Any]:
+    """The options of ``table`` that ``strategy`` takes, each of its default's type (int and float mix only
+    where the default is a float; a default of None takes a number); the others are reported."""
+    # Imported here: the strategies pull in torch and gpytorch, which a spec without options never needs.
+    from nago_spec.problem import ObjectiveInfo, Problem
+    from nago_spec.space import FloatParam, SearchSpace
+    from nago_spec.strategies import STRATEGIES
+
+    cls = STRATEGIES.get(strategy)
+    defaults = cls.default_options
+    valid = list(defaults)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"[search.options].{key}"
+        if key not in defaults:
+            rep.add(where, f"unknown option for strategy '{strategy}'{did_you_mean(key, valid)}; "
+                           f"valid: {', '.join(valid) or '(none)'}", value)
+            continue
+        try:
+            out[key] = _option_value(defaults[key])(value)
+        except _Invalid as exc:
+            rep.add(where, f"{exc} (strategy '{strategy}', default {_option_default(defaults[key])})", value)
+    if len(out) == len(table):
+        # Each value has the right type; its range is the strategy's to judge, as its constructor does,
+        # here on a one-parameter problem, so that a run cannot fail on it later.
+        probe = Problem(SearchSpace((FloatParam("x", 0.0, 1.0),)), (ObjectiveInfo("f", "minimize", False),))
+        try:
+            cls(probe, seed=0, options=out)
+        except ValueError as exc:
+            rep.add("[search.options]", str(exc), table)
+    return FrozenMap(out)
+
+
+def _option_value(default: Any) -> Rule:
+    """The rule for an option whose default is ``default``: values of the same TOML scalar type."""
+    if isinstance(default, bool):
+        return _boolean
+    if _is_int(default):
+        return _integer()
+    if isinstance(default, float):
+        return _number()
+    if isinstance(default, str):
+        return _text
+    if default is None:
+        return _number_as_given
+    raise TypeError(f"a strategy option's default must be a TOML scalar or None, not {default!r}")
+
+
+def _number_as_given(v: Any) -> int | float:
+    """A finite number, kept an int when it is one."""
+    _number()(v)
+    return v
+
+
+def _option_default(default: Any) -> str:
+    return "none" if default is None else _show(default)
 
 
 def _data(rep: _Report, table: dict[str, Any], base: Path) -> DataSpec:

@@ -108,7 +108,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     evaluator = Evaluator(spec, run_dir)
     problem = evaluator.problem(shape)
     strategy = STRATEGIES.get(spec.search.strategy)(
-        problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch
+        problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
     backend = make_backend(spec.run.backend, spec.run.workers)
     progress = Progress(opts.mode, total=spec.search.budget, objectives=problem.objectives)

@@ -454,7 +454,7 @@ def test_train_accepts_fractional_epochs(tmp_path):
 @pytest.mark.parametrize(
     ("body", "line"),
     [
-        ('strategy = "bayes"', '[search].strategy = "bayes": unknown strategy; valid: bo, random'),
+        ('strategy = "bayes"', '[search].strategy = "bayes": unknown strategy; valid: bo, evolution, random'),
         ('strategy = "randon"', "[search].strategy = \"randon\": unknown strategy (did you mean 'random'?)"),
         ("budget = 0", "[search].budget = 0: must be an integer >= 1"),
         ("initial = 0", "[search].initial = 0: must be an integer >= 1"),
@@ -463,6 +463,90 @@ def test_train_accepts_fractional_epochs(tmp_path):
 )
 def test_search_errors(tmp_path, body, line):
     expect_error(tmp_path, MINIMAL + "[search]\n" + body + "\n", line)
+
+
+# --- [search.options] ---------------------------------------------------------------------------------
+
+
+def test_search_options_are_loaded_as_typed_and_passed_to_the_strategy(tmp_path):
+    from nago_spec.strategies import STRATEGIES
+
+    spec = load_text(tmp_path, MINIMAL + '[search]\nstrategy = "evolution"\n[search.options]\n'
+                                         "pop_size = 12\neta_crossover = 10\nmutation_prob = 0.25\n")
+    assert spec.search.strategy == "evolution" and "evolution" in STRATEGY_NAMES
+    assert spec.search.options == {"pop_size": 12, "eta_crossover": 10.0, "mutation_prob": 0.25}
+    assert type(spec.search.options["eta_crossover"]) is float  # an int is taken where the default is a float
+    assert isinstance(spec.search.options, FrozenMap)
+    # an inline table is the same, and the default strategy (bo) judges options when none is named
+    inline = load_text(tmp_path, MINIMAL + "[search]\noptions = { beta = 3, pop_size = 32 }\n")
+    assert inline.search.options == {"beta": 3.0, "pop_size": 32}
+    # what runners/run.py does with them
+    from nago_spec.problem import ObjectiveInfo, Problem
+    from nago_spec.space import FloatParam, SearchSpace
+
+    problem = Problem(SearchSpace((FloatParam("x", 0.0, 1.0),)), (ObjectiveInfo("f", "minimize", False),))
+    strategy = STRATEGIES.get(spec.search.strategy)(problem, seed=0, options=spec.search.options)
+    assert strategy.options["pop_size"] == 12 and strategy.options["crossover_prob"] == 0.9
+    assert load_text(tmp_path, MINIMAL).search.options == {}
+
+
+def test_search_options_need_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, MINIMAL)
+    code = f"import sys, nago_spec.spec as s; s.load_spec({str(path)!r}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # only a spec with [search.options] looks into the strategies
+
+
+EVOLUTION = MINIMAL + '[search]\nstrategy = "evolution"\n[search.options]\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("popsize = 10",
+         ("[search.options].popsize = 10: unknown option for strategy 'evolution' (did you mean 'pop_size'?); "
+          "valid: pop_size, crossover_prob, eta_crossover, eta_mutation, mutation_prob")),
+        ("pop_size = 2.5", "[search.options].pop_size = 2.5: must be an integer (strategy 'evolution', default 20)"),
+        ("pop_size = true", "[search.options].pop_size = true: must be an integer (strategy 'evolution', default 20)"),
+        ('eta_mutation = "20"',
+         "[search.options].eta_mutation = \"20\": must be a number (strategy 'evolution', default 20.0)"),
+        ("crossover_prob = [0.9]",
+         "[search.options].crossover_prob = [0.9]: must be a number (strategy 'evolution', default 0.9)"),
+        ("mutation_prob = false",
+         "[search.options].mutation_prob = false: must be a number (strategy 'evolution', default none)"),
+        ("eta_crossover = nan",
+         "[search.options].eta_crossover = nan: must be a finite number (strategy 'evolution', default 15.0)"),
+        ("pop_size = 1", ("[search.options] = { pop_size = 1 }: invalid EvolutionStrategy options: "
+                          "`pop_size` must be an integer >= 2, but got 1")),
+        ("crossover_prob = 1.5", ("[search.options] = { crossover_prob = 1.5 }: invalid EvolutionStrategy options: "
+                                  "`crossover_prob` must be a number in [0, 1], but got 1.5")),
+    ],
+)
+def test_search_option_errors(tmp_path, body, line):
+    expect_error(tmp_path, EVOLUTION + body + "\n", line)
+
+
+def test_search_option_errors_are_reported_together(tmp_path):
+    lines = error_lines(tmp_path, MINIMAL + '[search]\nstrategy = "random"\noptions = { beta = 2.0 }\nbudget = 0\n')
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "[search].budget = 0: must be an integer >= 1",
+        "[search.options].beta = 2.0: unknown option for strategy 'random'; valid: (none)",
+    ]
+    # a strategy that is itself wrong has no options to judge: one line only
+    lines = error_lines(tmp_path, MINIMAL + '[search]\nstrategy = "evo"\noptions = { popsize = 2 }\n')
+    assert len(lines) == 1 and "[search].strategy" in lines[0]
+    expect_error(tmp_path, MINIMAL + "[search]\noptions = 3\n", "[search].options = 3: must be a table ([search.options])")
+
+
+def test_every_strategy_option_default_is_a_toml_scalar_or_none():
+    from nago_spec.strategies import STRATEGIES
+
+    for name in STRATEGIES:
+        for key, default in STRATEGIES.get(name).default_options.items():
+            assert default is None or isinstance(default, (bool, int, float, str)), (name, key)
 
 
 @pytest.mark.parametrize(
@@ -661,7 +745,11 @@ objective = "energy"
 min = -1
 max = 1e30
 [search]
-strategy = "random"
+strategy = "evolution"
+[search.options]
+pop_size = 8
+eta_mutation = 5
+mutation_prob = 1
 [run]
 backend = "local"
 workers = 3
@@ -722,6 +810,20 @@ def test_search_hash(tmp_path):
     assert load_spec(path, {"train": {"epochs": 3}}).search_hash() != base
     assert load_spec(path, {"seed": 1}).search_hash() != base
     assert load_spec(path, {"search": {"budget": 21}}).search_hash() != base
+    beta = load_spec(path, {"search": {"options": {"beta": 3.0}}}).search_hash()
+    assert beta != base
+    assert load_spec(path, {"search": {"options": {"beta": 3}}}).search_hash() == beta  # 3 is 3.0 here
+    assert load_spec(path, {"search": {"options": {}}}).search_hash() == base  # no options, as before
+
+
+def test_search_options_round_trip(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + '[search]\nstrategy = "evolution"\n'
+                                         "options = { pop_size = 8, eta_mutation = 5, mutation_prob = 1 }\n")
+    text = dump_toml(spec)
+    assert "[search.options]\npop_size = 8\neta_mutation = 5.0\nmutation_prob = 1\n" in text
+    assert spec.to_dict()["search"]["options"] == {"pop_size": 8, "eta_mutation": 5.0, "mutation_prob": 1}
+    assert_round_trip(spec, tmp_path)
+    assert "options" not in load_text(tmp_path, MINIMAL).to_dict()["search"]
 
 
 # --- kind = "rnag" (the RandWire baseline, NAGO.md §4.2) ------------------------------------------------
