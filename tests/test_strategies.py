@@ -63,8 +63,8 @@ def history(problem: Problem, evaluate, n: int, seed: int = 0, failed: tuple[int
 
 
 # -- registry and options ----------------------------------------------------------------------
-def test_registry_holds_random_and_bo():
-    assert STRATEGIES.names() == ["bo", "random"]
+def test_registry_holds_every_strategy():
+    assert STRATEGIES.names() == ["bo", "evolution", "random"]
     assert STRATEGIES.get("bo") is BOStrategy and STRATEGIES.get("random") is RandomStrategy
     with pytest.raises(RegistryError, match="did you mean 'bo'"):
         STRATEGIES.get("boo")
@@ -130,13 +130,13 @@ def test_bo_fits_only_complete_trials_and_never_reproposes_failed_ones(monkeypat
 
     problem = Problem(space, objs, cheap_fn=cheap)
     sizes = []
-    real_fit = bo_module.fit_gp
+    real_fit = bo_module.fit_gps
 
-    def spy(X, y, **kw):
-        sizes.append(len(y))
-        return real_fit(X, y, **kw)
+    def spy(X, Y, **kw):
+        sizes.append(len(Y))
+        return real_fit(X, Y, **kw)
 
-    monkeypatch.setattr(bo_module, "fit_gp", spy)
+    monkeypatch.setattr(bo_module, "fit_gps", spy)
     s = BOStrategy(problem, seed=0, initial=2, options=FAST)
     s.tell(0, {"a": 0, "b": 0}, {"dist": 5.0, "loss": 1.0})
     s.tell(1, {"a": 3, "b": 3}, {"dist": 5.0, "loss": 2.0})
@@ -160,7 +160,7 @@ def test_bo_falls_back_to_random_points_when_the_fit_fails(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise NotPSDError("matrix not positive definite")
 
-    monkeypatch.setattr(bo_module, "fit_gp", broken)
+    monkeypatch.setattr(bo_module, "fit_gps", broken)
     s = BOStrategy(problem, seed=0, initial=4, options=FAST)
     for t in history(problem, evaluate, 6):
         s.tell(*t)
@@ -201,7 +201,7 @@ def test_bo_with_only_cheap_objectives_needs_no_gp(monkeypatch):
         (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", True)),
         cheap_fn=lambda p, tid: evaluate(p),
     )
-    monkeypatch.setattr(bo_module, "fit_gp", lambda *a, **k: pytest.fail("no GP expected"))
+    monkeypatch.setattr(bo_module, "fit_gps", lambda *a, **k: pytest.fail("no GP expected"))
     s = BOStrategy(both_cheap, seed=0, initial=4, options={**FAST, "generations": 20})
     values = run_search(s, evaluate, budget=12, batch=2)
     assert s.last_fallback is None

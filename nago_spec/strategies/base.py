@@ -22,6 +22,7 @@ STREAM_RANDOM = 1
 STREAM_SOBOL = 2
 STREAM_FIT = 3
 STREAM_NSGA = 4
+STREAM_EVOLUTION = 5
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Trial:
     params: dict[str, Any]
     u: np.ndarray = field(repr=False)  # unit point (d,)
     values: dict[str, float] | None = None
+    #: variance of each value's estimate where known (several samples of the point: their variance / count)
+    noise: dict[str, float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -76,10 +79,19 @@ class Strategy(ABC):
         self._told: dict[int, Trial] = {}
 
     # -- public API ----------------------------------------------------------------------------
-    def tell(self, trial_id: int, params: Mapping[str, Any], values: Mapping[str, float] | None) -> None:
+    def tell(
+        self,
+        trial_id: int,
+        params: Mapping[str, Any],
+        values: Mapping[str, float] | None,
+        noise: Mapping[str, float] | None = None,
+    ) -> None:
         """Record a finished trial: ``values`` in the user's directions, or None when it FAILED.
 
-        Telling the same id again replaces the earlier record.
+        ``noise`` gives, where known, the variance of each value as an estimate (the values are means
+        of several sampled architectures: their variance divided by their count); the bo strategy
+        then models the objectives with that heteroscedastic noise. Telling the same id again
+        replaces the earlier record.
         """
         space = self.problem.space
         missing = [n for n in space.names if n not in params]
@@ -89,9 +101,12 @@ class Strategy(ABC):
         vals = None
         if values is not None:
             vals = {str(k): float(v) for k, v in values.items() if _is_number(v)}
+        var = None
+        if vals is not None and noise:
+            var = {str(k): float(v) for k, v in noise.items() if _is_number(v) and float(v) >= 0 and k in vals}
         if int(trial_id) in self._told:
             log.debug("trial %d told again; the new record replaces the old", trial_id)
-        self._told[int(trial_id)] = Trial(int(trial_id), p, space.to_unit(p), vals)
+        self._told[int(trial_id)] = Trial(int(trial_id), p, space.to_unit(p), vals, var or None)
 
     def ask(
         self, n: int, *, next_trial_id: int, pending: Sequence[tuple[int, Mapping[str, Any]]] = ()

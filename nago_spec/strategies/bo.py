@@ -1,30 +1,21 @@
-"""Multi-objective BO: a GP per expensive objective, NSGA-II over their LCBs and the exact cheap objectives."""
+"""Multi-objective BO: GPs for the expensive objectives, NSGA-II over their LCBs and the exact cheap objectives,
+then a batch chosen by Monte-Carlo expected hypervolume improvement."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import gpytorch
 import numpy as np
-import torch
-from gpytorch.constraints import GreaterThan
-from gpytorch.distributions import MultivariateNormal
-from gpytorch.kernels import MaternKernel, ScaleKernel
-from gpytorch.likelihoods import GaussianLikelihood
-from gpytorch.means import ConstantMean
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior, LogNormalPrior
-from linear_operator.utils.errors import NanError, NotPSDError
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.problem import Problem as PymooProblem
 from pymoo.optimize import minimize
+from scipy.special import ndtr
 
-from nago_spec.pareto import hypervolume, pareto_indices, to_minimization
+from nago_spec.pareto import hv_improvements, pareto_indices, to_minimization
 from nago_spec.problem import ConstraintInfo, Problem
 from nago_spec.strategies.base import (
     STREAM_FIT,
@@ -34,151 +25,13 @@ from nago_spec.strategies.base import (
     Strategy,
     Trial,
 )
+from nago_spec.strategies.gp import FIT_ERRORS, Surrogates, fit_gps
 
 log = logging.getLogger(__name__)
 
-#: numerical failures of a fit or a posterior that make one ask fall back to random proposals
-FIT_ERRORS = (NotPSDError, NanError, RuntimeError, ValueError, np.linalg.LinAlgError)
-
-_SQRT2, _SQRT3 = math.sqrt(2.0), math.sqrt(3.0)
 _BAD = 1e10  # objective/constraint value given to candidates whose cheap metrics could not be computed
-
-
-# ---------------------------------------------------------------------------------------------
-# Gaussian process surrogate
-# ---------------------------------------------------------------------------------------------
-class MaternGP(gpytorch.models.ExactGP):
-    """Constant mean, ScaleKernel(Matern-5/2 with ARD); priors after BoTorch.
-
-    Lengthscales carry the dimension-scaled LogNormal(sqrt2 + log(d)/2, sqrt3) prior of recent
-    BoTorch (Hvarfner et al. 2024), so the prior belief in a smooth function does not fade as d grows.
-    """
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, likelihood: GaussianLikelihood):
-        super().__init__(X, y, likelihood)
-        d = X.shape[-1]
-        self.mean_module = ConstantMean()
-        self.covar_module = ScaleKernel(
-            MaternKernel(
-                nu=2.5,
-                ard_num_dims=d,
-                lengthscale_prior=LogNormalPrior(_SQRT2 + 0.5 * math.log(d), _SQRT3),
-                lengthscale_constraint=GreaterThan(2.5e-2),
-            ),
-            outputscale_prior=GammaPrior(2.0, 0.15),
-            outputscale_constraint=GreaterThan(1e-4),
-        )
-
-    def forward(self, x: torch.Tensor) -> MultivariateNormal:
-        return MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
-@dataclass
-class Surrogate:
-    """A fitted GP on standardised outputs; ``predict`` answers in the original units."""
-
-    model: MaternGP
-    X: torch.Tensor  # N x d' (float64)
-    y: torch.Tensor  # N, standardised
-    y_mean: float
-    y_std: float
-
-    def predict(self, Xf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and std (n each) of the latent function at features ``Xf`` (n x d')."""
-        if len(Xf) == 0:
-            return np.zeros(0), np.zeros(0)
-        self.model.eval()
-        with torch.no_grad():
-            post = self.model(torch.as_tensor(np.asarray(Xf), dtype=torch.float64))
-            mean = post.mean.numpy()
-            std = post.variance.clamp_min(1e-12).sqrt().numpy()
-        return self.y_mean + self.y_std * mean, self.y_std * std
-
-    def condition(self, Xf: np.ndarray) -> Surrogate:
-        """The Kriging believer: this GP with ``Xf`` (k x d') added at its own posterior mean, hyperparameters kept."""
-        if len(Xf) == 0:
-            return self
-        mean, _ = self.predict(Xf)
-        Xn = torch.cat([self.X, torch.as_tensor(np.asarray(Xf), dtype=torch.float64)])
-        yn = torch.cat([self.y, torch.as_tensor((mean - self.y_mean) / self.y_std, dtype=torch.float64)])
-        model = copy.deepcopy(self.model)
-        model.set_train_data(Xn, yn, strict=False)
-        return Surrogate(model, Xn, yn, self.y_mean, self.y_std)
-
-
-def fit_gp(X: np.ndarray, y: np.ndarray, *, seed: int, restarts: int = 3, iters: int = 60) -> Surrogate:
-    """Fit a GP to features ``X`` (N x d') and outputs ``y`` (N) by maximising the marginal likelihood.
-
-    L-BFGS from ``restarts`` seeded initialisations (the first at the prior modes); the restart
-    with the lowest loss is kept. Raises the last error when every restart fails.
-    """
-    y = np.asarray(y, dtype=float)
-    if len(y) < 2:
-        raise ValueError(f"a GP needs at least 2 observations, got {len(y)}")
-    y_mean = float(y.mean())
-    y_std = float(y.std())
-    if not y_std > 1e-12:
-        y_std = 1.0
-    Xt = torch.as_tensor(np.asarray(X), dtype=torch.float64)
-    yt = torch.as_tensor((y - y_mean) / y_std, dtype=torch.float64)
-    rng = np.random.default_rng(seed)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    error: Exception | None = None
-    for r in range(max(1, restarts)):
-        model = _new_model(Xt, yt)
-        _initialise(model, r, rng)
-        try:
-            loss = _optimise(model, Xt, yt, iters)
-        except FIT_ERRORS as exc:
-            error = exc
-            log.debug("GP restart %d failed: %s", r, exc)
-            continue
-        if math.isfinite(loss) and (best is None or loss < best[0]):
-            best = (loss, copy.deepcopy(model.state_dict()))
-    if best is None:
-        raise error if error is not None else NanError("GP fit gave no finite marginal likelihood")
-    model = _new_model(Xt, yt)
-    model.load_state_dict(best[1])
-    model.eval()
-    return Surrogate(model, Xt, yt, y_mean, y_std)
-
-
-def _new_model(X: torch.Tensor, y: torch.Tensor) -> MaternGP:
-    likelihood = GaussianLikelihood(noise_prior=GammaPrior(1.1, 0.05), noise_constraint=GreaterThan(1e-4))
-    return MaternGP(X, y, likelihood).double()
-
-
-def _initialise(model: MaternGP, restart: int, rng: np.random.Generator) -> None:
-    kernel = model.covar_module.base_kernel
-    d = kernel.ard_num_dims
-    prior = kernel.lengthscale_prior
-    mode = math.exp(float(prior.loc) - float(prior.scale) ** 2)
-    if restart == 0:
-        ls, scale, noise = np.full(d, mode), 1.0, 1e-2
-    else:
-        ls = mode * np.exp(rng.uniform(-1.0, 2.0, d))
-        scale, noise = math.exp(rng.uniform(-1.0, 1.0)), 10 ** rng.uniform(-4.0, -1.0)
-    kernel.lengthscale = torch.as_tensor(np.maximum(ls, 0.03), dtype=torch.float64).reshape(1, d)
-    model.covar_module.outputscale = torch.tensor(scale, dtype=torch.float64)
-    model.likelihood.noise = torch.tensor(max(noise, 1.1e-4), dtype=torch.float64)
-
-
-def _optimise(model: MaternGP, X: torch.Tensor, y: torch.Tensor, iters: int) -> float:
-    """Minimise the negative log marginal likelihood (with priors, per datum); returns its final value."""
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = -mll(model(X), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float(-mll(model(X), y))
+#: stream of the Monte-Carlo base samples (normal draws of the posterior, uniform draws of the box)
+STREAM_MC = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,34 +53,63 @@ class _Acquisition(PymooProblem):
 
 @dataclass
 class _Scores:
-    """Everything the optimiser knows of n candidate unit points for one trial id."""
+    """Everything the optimiser knows of n candidate unit points for one trial id (objectives in minimisation form)."""
 
-    acq: np.ndarray  # n x m, minimisation: LCB for expensive objectives, exact value for cheap ones
-    mean: np.ndarray  # n x m, minimisation: posterior mean for expensive objectives, exact for cheap
-    G: np.ndarray  # n x k, pymoo constraints (<= 0 feasible); exact when cheap, posterior mean when modelled
+    acq: np.ndarray  # n x m: lower confidence bound for modelled objectives, exact value for cheap ones
+    mean: np.ndarray  # n x m: posterior mean for modelled objectives, exact for cheap
+    sd: np.ndarray  # n x m: posterior std for modelled objectives, 0 for cheap
+    G: np.ndarray  # n x k, pymoo constraints (<= 0 feasible); exact when cheap, at the posterior mean when modelled
+    G_opt: np.ndarray  # n x k, as G but modelled ones at their optimistic bound (what NSGA-II must satisfy)
     viol: np.ndarray  # n, total violation (sum of positive parts of G)
-    unc: np.ndarray  # n, log volume of the uncertainty box of the expensive objectives (in y_std units)
+    pof: np.ndarray  # n, probability of feasibility (exact 0/1 for cheap constraints)
+    unc: np.ndarray  # n, log volume of the uncertainty box of the modelled objectives (in y_std units)
     valid: np.ndarray  # n, bool: the cheap metrics could be computed
 
 
 class BOStrategy(Strategy):
-    """USeMO-style multi-objective BO with Kriging-believer batches.
+    """Multi-objective BO for expensive objectives, with cheap objectives computed exactly.
 
-    Options: ``beta`` (LCB width, 2), ``pop_size`` (64) and ``generations`` (40) of NSGA-II,
-    ``restarts`` (3) and ``fit_iters`` (60) of the GP fit, ``dedup_tol`` (1e-3, feature-space
-    distance under which two points count as the same), ``elite_fraction`` (0.25 of the initial
-    population are observed Pareto points, as many again are their perturbations).
+    Each ask: one GP per modelled quantity (gp.fit_gps); NSGA-II (pymoo) over the unit cube
+    minimising the lower confidence bound of every modelled objective and the exact value of every
+    cheap one, subject to the cheap constraints exactly and the modelled ones at their optimistic
+    bound; then each point of the batch is the candidate of largest expected hypervolume
+    improvement (Monte-Carlo over the posterior, common random numbers) times its probability of
+    feasibility, refined by a local search around it. A batch is built greedily and pending trials
+    are accounted for by ``batch_rule``.
+
+    Options:
+    - ``beta`` (2.0): width of the confidence bound NSGA-II optimises.
+    - ``pop_size`` (48), ``generations`` (25): NSGA-II on the acquisition.
+    - ``mc_samples`` (64): posterior draws per candidate for the expected improvement.
+    - ``batch_rule`` (``"believer"``): ``"believer"`` (Kriging believer: pending and already chosen
+      points enter the GPs and the front at their posterior mean); ``"penalise"`` (local
+      penalisation, the NAGO paper's batch rule: the improvement of a candidate is multiplied by
+      1 - its correlation, under the GPs' kernels, with each pending or chosen point; the GPs are
+      not conditioned); ``"usemo"`` (USeMO: the candidate of largest posterior uncertainty among
+      NSGA-II's front, with believer conditioning).
+    - ``restarts`` (3), ``fit_iters`` (60): GP hyperparameter fits. ``refit_growth`` (0.15): the
+      hyperparameters are fitted afresh when the data has grown by this fraction since the last
+      fit (and at every ask up to 20 observations); in between, the GPs condition on all the data
+      with the last hyperparameters. Which data a fit uses is a function of the told set, so
+      proposals stay deterministic, and a resumed run refits exactly the same GPs.
+    - ``dedup_tol`` (1e-3): feature-space distance under which two points count as the same.
+    - ``elite_fraction`` (0.25): share of NSGA-II's initial population taken from the observed
+      Pareto points (as many again are their perturbations).
     """
 
     default_options = {
         "beta": 2.0,
-        "pop_size": 64,
-        "generations": 40,
+        "pop_size": 48,
+        "generations": 25,
+        "mc_samples": 64,
+        "batch_rule": "believer",
         "restarts": 3,
         "fit_iters": 60,
+        "refit_growth": 0.15,
         "dedup_tol": 1e-3,
         "elite_fraction": 0.25,
     }
+    BATCH_RULES = ("believer", "penalise", "usemo")
 
     def __init__(
         self,
@@ -239,12 +121,15 @@ class BOStrategy(Strategy):
         options: Mapping[str, Any] | None = None,
     ):
         super().__init__(problem, seed=seed, initial=initial, batch=batch, options=options)
+        if self.options["batch_rule"] not in self.BATCH_RULES:
+            raise ValueError(f"batch_rule = {self.options['batch_rule']!r}: must be one of {', '.join(self.BATCH_RULES)}")
         objs = problem.objectives
         self._names = [o.name for o in objs]
         self._sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objs])
         self._cheap_cache: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
         self._cheap_names: list[str] = [o.name for o in objs if o.cheap]
         self._model_names: list[str] = [o.name for o in objs if not o.cheap]
+        self._fit: tuple[tuple[Any, ...], Surrogates] | None = None  # the last hyperparameter fit and its key
         self.last_fallback: str | None = None  # why the last ask fell back to random proposals, if it did
 
     # -- the hook ------------------------------------------------------------------------------
@@ -282,101 +167,181 @@ class BOStrategy(Strategy):
             self._cheap_cache.clear()
         return U
 
+    # -- surrogates ----------------------------------------------------------------------------
+    def _surrogates(self, rows: list[Trial]) -> Surrogates | None:
+        """GPs of the modelled quantities on ``rows`` (complete trials in id order), None when nothing is modelled.
+
+        Hyperparameters come from a fit on the first c rows, c the last refit point <= len(rows)
+        (see ``refit_growth``); that fit is cached, and the GPs then condition on every row.
+        """
+        names = self._model_names
+        if not names:
+            return None
+        space, opts = self.problem.space, self.options
+        X = space.features(np.array([t.u for t in rows]).reshape(-1, space.dim))
+        Y = np.array([[t.values[nm] for nm in names] for t in rows]).reshape(len(rows), len(names))
+        noise = np.array([[(t.noise or {}).get(nm, np.nan) for nm in names] for t in rows]).reshape(Y.shape)
+        noise = noise if np.isfinite(noise).any() else None
+        c = refit_point(len(rows), float(opts["refit_growth"]))
+        key = (tuple(names), noise is not None, tuple((t.id, tuple(Y[i])) for i, t in enumerate(rows[:c])))
+        if self._fit is None or self._fit[0] != key:
+            fitted = fit_gps(X[:c], Y[:c], noise=None if noise is None else noise[:c],
+                             seed=self.child_seed(STREAM_FIT, c), restarts=int(opts["restarts"]),
+                             iters=int(opts["fit_iters"]))
+            self._fit = (key, fitted)
+        fitted = self._fit[1]
+        return fitted if c == len(rows) else fitted.with_data(X, Y, noise)
+
     # -- model-based proposals -----------------------------------------------------------------
     def _propose(
         self, slot_ids: list[int], history: list[Trial], complete: list[Trial], pending: list[Trial]
     ) -> np.ndarray:
-        """Unit points (len(slot_ids) x d) chosen from NSGA-II's final population by hypervolume improvement."""
+        """Unit points (len(slot_ids) x d) chosen greedily from NSGA-II's candidates (see the class docstring)."""
         space, opts = self.problem.space, self.options
         objs = self.problem.objectives
-        model_names = self._model_names
-
-        # one GP per modelled quantity, fitted on the complete trials that report it; failed trials never enter
-        surrogates: list[Surrogate] = []
-        for qi, name in enumerate(model_names):
-            rows = [t for t in complete if name in t.values]
-            X = space.features(np.array([t.u for t in rows]).reshape(-1, space.dim))
-            y = np.array([t.values[name] for t in rows])
-            surrogates.append(
-                fit_gp(X, y, seed=self.child_seed(STREAM_FIT, slot_ids[0], qi), restarts=int(opts["restarts"]),
-                       iters=int(opts["fit_iters"]))
-            )
-        # Kriging believer: pending trials enter every GP at its own posterior mean
+        rule = str(opts["batch_rule"])
+        rows = [t for t in complete if all(nm in t.values for nm in self._model_names)]
+        if len(rows) < len(complete):
+            log.debug("%d complete trials lack a modelled quantity and are left out of the GPs", len(complete) - len(rows))
+        if self._model_names and len(rows) < 2:
+            raise ValueError(f"the GPs need 2 trials reporting {self._model_names}, got {len(rows)}")
+        surrogates = self._surrogates(rows)
         Xpend = space.features(np.array([t.u for t in pending]).reshape(-1, space.dim))
-        surrogates = [s.condition(Xpend) for s in surrogates]
+        if surrogates is not None and rule != "penalise":
+            surrogates = surrogates.condition(Xpend)
 
-        # the observed front (minimisation form) and its normalisation box
+        # the observed front (minimisation form) and its normalisation: the front's ideal point maps to 0,
+        # its nadir to 1, and the reference point is 1.1 (the nadir plus a tenth of the front's range, as
+        # BoTorch infers it), so improvements count only where the front is, not out to the worst trial
         F_obs = to_minimization([t.values for t in complete], objs)
         viol_obs = np.array([self.problem.violation(t.values) for t in complete])
         feasible = viol_obs <= 0
         pool = F_obs[feasible] if feasible.any() else F_obs
-        ideal, worst = pool.min(axis=0), pool.max(axis=0)
-        span = np.where(worst > ideal, worst - ideal, np.maximum(np.abs(worst), 1.0))
+        on_front = F_obs[pareto_indices(F_obs, viol_obs)]
+        ideal, nadir = on_front.min(axis=0), on_front.max(axis=0)
+        worst = pool.max(axis=0)
+        span = np.where(nadir > ideal, nadir - ideal,
+                        np.where(worst > ideal, worst - ideal, np.maximum(np.abs(worst), 1.0)))
         ref = np.full(len(objs), 1.1)
 
         def norm(F: np.ndarray) -> np.ndarray:
             return (np.asarray(F).reshape(-1, len(objs)) - ideal) / span
 
         front = [row for row in F_obs[feasible]]
-        for t in pending:
-            s = self._scores(t.u[None], t.id, surrogates)
-            if s.valid[0] and s.viol[0] <= 0:
-                front.append(s.mean[0])
+        if rule != "penalise":
+            for t in pending:
+                s = self._scores(t.u[None], t.id, surrogates)
+                if s.valid[0] and s.viol[0] <= 0:
+                    front.append(s.mean[0])
 
-        # NSGA-II over the acquisition, for the first slot's trial id
-        cand = self._nsga(slot_ids[0], surrogates, complete, F_obs, viol_obs)
-
+        cand = self._candidates(self._nsga(slot_ids[0], surrogates, complete, F_obs, viol_obs))
+        rng = self.trial_rng(slot_ids[0], STREAM_MC)
+        z = rng.standard_normal((int(opts["mc_samples"]), len(objs)))
+        box = rng.random((4096, len(objs))) if len(objs) > 2 else None
         taken = [space.features(np.array([t.u for t in history + pending]).reshape(-1, space.dim))]
-        Fc = space.features(cand)
+        penalised = [t.u for t in pending] if rule == "penalise" else []
         out = np.zeros((len(slot_ids), space.dim))
         tol = float(opts["dedup_tol"])
+
+        def value(U: np.ndarray, tid: int, T: np.ndarray) -> tuple[np.ndarray, _Scores, np.ndarray]:
+            """Acquisition value (n) of unit points U, with their scores and distance to the taken points."""
+            s = self._scores(U, tid, surrogates)
+            R = norm(np.array(front)) if front else np.zeros((0, len(objs)))
+            v = self._ehvi(s, R, norm, ref, z, box) * s.pof
+            if penalised:
+                v = v * self._penalty(U, np.array(penalised), surrogates)
+            dmin = _min_dist(space.features(U), T)
+            return np.where(s.valid & (dmin > tol), v, -np.inf), s, dmin
+
         for j, tid in enumerate(slot_ids):
-            s = self._scores(cand, tid, surrogates)
             T = np.vstack(taken)
-            dmin = _min_dist(Fc, T)
-            ok = s.valid & (dmin > tol)
+            v, s, dmin = value(cand, tid, T)
+            ok = np.isfinite(v)
             if not ok.any():
                 log.info("no new candidate for trial %d among NSGA-II's population; proposing a random point", tid)
                 u = self._random_point(tid, T)
             else:
-                i = self._select(s, ok, norm(np.array(front)), norm, ref, dmin)
-                u = cand[i]
+                u = cand[self._select(v, s, ok, dmin, rule)]
+                if rule != "usemo" and v.max() > 0:
+                    u = self._refine(u, float(v.max()), lambda U, tid=tid, T=T: value(U, tid, T)[0], tid)
             out[j] = u
             fu = space.features(u[None])
             taken.append(fu)
+            if rule == "penalise":
+                penalised.append(u)
+                continue
             s_u = self._scores(u[None], tid, surrogates)
             if s_u.valid[0] and s_u.viol[0] <= 0:
                 front.append(s_u.mean[0])
-            surrogates = [sg.condition(fu) for sg in surrogates]
+            if surrogates is not None:
+                surrogates = surrogates.condition(fu)
         return out
 
-    def _select(
-        self,
-        s: _Scores,
-        ok: np.ndarray,
-        R: np.ndarray,
-        norm: Callable[[np.ndarray], np.ndarray],
-        ref: np.ndarray,
-        dmin: np.ndarray,
-    ) -> int:
-        """The candidate to take: the largest hypervolume improvement over ``R`` (normalised front,
-        r x m) among the feasible ones, else the most uncertain (USeMO), else the least violating."""
-        feas = ok & (s.viol <= 0)
-        if not feas.any():
-            best = s.viol[ok].min()
-            feas = ok & (s.viol <= best + 1e-12 * max(1.0, abs(best)))
-        idx = np.flatnonzero(feas)
-        hv0 = hypervolume(R, ref) if len(R) else 0.0
-        A = norm(s.acq[idx])
-        hvi = np.array([hypervolume(np.vstack([R, a[None]]) if len(R) else a[None], ref) - hv0 for a in A])
-        if hvi.max() > 1e-9:
-            return int(idx[int(np.argmax(hvi))])
-        if self._model_names and np.isfinite(s.unc[idx]).any():
-            return int(idx[int(np.argmax(s.unc[idx]))])
-        return int(idx[int(np.argmax(dmin[idx]))])
+    def _select(self, v: np.ndarray, s: _Scores, ok: np.ndarray, dmin: np.ndarray, rule: str) -> int:
+        """The candidate to take: the largest acquisition value; when none improves (or with
+        ``usemo``), the most uncertain point of the acquisition front among the likely feasible
+        ones; with no feasible candidate, the least violating."""
+        idx = np.flatnonzero(ok)
+        if rule != "usemo" and v[idx].max() > 1e-12:
+            return int(idx[int(np.argmax(v[idx]))])
+        feas = idx[s.pof[idx] >= 0.5] if (s.pof[idx] >= 0.5).any() else idx[s.viol[idx] <= s.viol[idx].min() + 1e-12]
+        if rule == "usemo":
+            front = feas[pareto_indices(s.acq[feas], np.zeros(len(feas)))]
+            feas = front if len(front) else feas
+        if self._model_names and np.isfinite(s.unc[feas]).any():
+            return int(feas[int(np.argmax(s.unc[feas]))])
+        return int(feas[int(np.argmax(dmin[feas]))])
+
+    def _ehvi(self, s: _Scores, R: np.ndarray, norm: Callable[[np.ndarray], np.ndarray], ref: np.ndarray,
+              z: np.ndarray, box: np.ndarray | None) -> np.ndarray:
+        """Expected hypervolume improvement (n) over the normalised front ``R`` (r x m), by Monte Carlo:
+        the posterior of each modelled objective drawn at the standard normal ``z`` (S x m, shared by
+        all candidates), cheap objectives exact; ``box`` (q x m uniform draws) for 3+ objectives."""
+        n, m = s.mean.shape
+        Y = norm((s.mean[:, None, :] + s.sd[:, None, :] * z[None, :, :]).reshape(-1, m))
+        samples = None
+        if box is not None:
+            lo = np.minimum(Y.min(axis=0), R.min(axis=0) if len(R) else 0.0)
+            lo = np.minimum(lo, 0.0)
+            samples = lo + (ref - lo) * box
+        return hv_improvements(Y, R, ref, samples=samples).reshape(n, -1).mean(axis=1)
+
+    def _penalty(self, U: np.ndarray, P: np.ndarray, surrogates: Surrogates | None) -> np.ndarray:
+        """Local penalisation (n): the product over points ``P`` (p x d) of 1 - their largest correlation
+        with each of ``U`` (n x d) under the GPs' kernels (NAGO's batch rule, with the GP's own
+        correlation as the penalising ball)."""
+        if surrogates is None or len(P) == 0:
+            return np.ones(len(U))
+        space = self.problem.space
+        corr = surrogates.correlation(space.features(U), space.features(P))  # m x n x p
+        return np.prod(1.0 - corr.max(axis=0), axis=1)
+
+    def _refine(self, u: np.ndarray, v0: float, value: Callable[[np.ndarray], np.ndarray], trial_id: int) -> np.ndarray:
+        """A local search around ``u`` (acquisition ``v0``): Gaussian perturbations at two scales, each
+        also with near-bound coordinates snapped onto the bound; the best point if it improves."""
+        space = self.problem.space
+        rng = self.trial_rng(trial_id, STREAM_MC, 1)
+        best, best_v = u, v0
+        for scale in (0.05, 0.01):
+            cloud = np.clip(best + rng.normal(0.0, scale, (24, space.dim)), 0.0, 1.0)
+            cloud = space.snap(np.vstack([cloud, _snap_to_bounds(cloud, 2 * scale)]))
+            v = value(cloud)
+            i = int(np.argmax(v))
+            if v[i] > best_v * (1 + 1e-9):
+                best, best_v = cloud[i], float(v[i])
+        return best
+
+    def _candidates(self, pop: np.ndarray) -> np.ndarray:
+        """NSGA-II's population plus its points with near-bound coordinates on the bound (fronts often lie
+        on the boundary of the box, which NSGA-II's operators approach but rarely reach)."""
+        space = self.problem.space
+        snapped = _snap_to_bounds(pop, 0.02)
+        moved = np.any(snapped != pop, axis=1)
+        return space.snap(np.vstack([pop, snapped[moved]]))
 
     def _nsga(
-        self, trial_id: int, surrogates: list[Surrogate], complete: list[Trial], F_obs: np.ndarray, viol_obs: np.ndarray
+        self, trial_id: int, surrogates: Surrogates | None, complete: list[Trial], F_obs: np.ndarray,
+        viol_obs: np.ndarray
     ) -> np.ndarray:
         """NSGA-II's final population (p x d) on the acquisition for ``trial_id``."""
         space, opts = self.problem.space, self.options
@@ -395,7 +360,7 @@ class BOStrategy(Strategy):
 
         def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             sc = self._scores(U, trial_id, surrogates)
-            return sc.acq, sc.G
+            return sc.acq, sc.G_opt
 
         k = len(self.problem.constraints)
         problem = _Acquisition(fn, space.dim, len(self._names), k)
@@ -452,40 +417,52 @@ class BOStrategy(Strategy):
             out[r] = row
         return out
 
-    def _scores(self, U: np.ndarray, trial_id: int, surrogates: list[Surrogate]) -> _Scores:
-        """Acquisition, means, constraints and uncertainty of unit points ``U`` (n x d) for ``trial_id``."""
+    def _scores(self, U: np.ndarray, trial_id: int, surrogates: Surrogates | None) -> _Scores:
+        """Acquisition, posterior, constraints and uncertainty of unit points ``U`` (n x d) for ``trial_id``."""
         space, beta = self.problem.space, float(self.options["beta"])
         U = np.asarray(U, dtype=float).reshape(-1, space.dim)
         n = len(U)
         C = self._cheap(U, trial_id)
         valid = np.isfinite(C).all(axis=1)
-        Xf = space.features(U)
-        mu = np.zeros((n, len(surrogates)))
-        sd = np.zeros((n, len(surrogates)))
+        q = len(self._model_names)
+        if surrogates is not None:
+            mu, sd = surrogates.predict(space.features(U))
+        else:
+            mu, sd = np.zeros((n, q)), np.zeros((n, q))
         unc = np.zeros(n)
-        for q, sg in enumerate(surrogates):
-            mu[:, q], sd[:, q] = sg.predict(Xf)
-            if self._model_names[q] in self._names:
-                unc += np.log(np.maximum(sd[:, q] / sg.y_std, 1e-300))
-        value = {nm: C[:, i] for i, nm in enumerate(self._cheap_names)}
-        lower = {nm: mu[:, q] - beta * sd[:, q] for q, nm in enumerate(self._model_names)}
-        upper = {nm: mu[:, q] + beta * sd[:, q] for q, nm in enumerate(self._model_names)}
-        mean = {nm: mu[:, q] for q, nm in enumerate(self._model_names)}
-        acq = np.zeros((n, len(self._names)))
-        F_mean = np.zeros((n, len(self._names)))
+        for i, nm in enumerate(self._model_names):
+            if nm in self._names:
+                unc += np.log(np.maximum(sd[:, i] / surrogates.y_std[i], 1e-300))
+        col = {nm: i for i, nm in enumerate(self._model_names)}
+        cheap = {nm: C[:, i] for i, nm in enumerate(self._cheap_names)}
+        m = len(self._names)
+        acq, mean, sdev = np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, m))
         for i, nm in enumerate(self._names):
-            if nm in value:
-                acq[:, i] = F_mean[:, i] = self._sign[i] * value[nm]
+            if nm in cheap:
+                acq[:, i] = mean[:, i] = self._sign[i] * cheap[nm]
             else:
-                # the optimistic bound in minimisation form: mean - beta*std after the sign flip
-                acq[:, i] = self._sign[i] * (lower[nm] if self._sign[i] > 0 else upper[nm])
-                F_mean[:, i] = self._sign[i] * mean[nm]
-        G = np.column_stack(
-            [_signed_violation(c, value.get(c.objective, mean.get(c.objective)), n) for c in self.problem.constraints]
-        ) if self.problem.constraints else np.zeros((n, 0))
-        acq[~valid], F_mean[~valid], G[~valid] = _BAD, _BAD, _BAD
+                mean[:, i] = self._sign[i] * mu[:, col[nm]]
+                sdev[:, i] = sd[:, col[nm]]
+                acq[:, i] = mean[:, i] - beta * sdev[:, i]  # the optimistic bound in minimisation form
+        cons = self.problem.constraints
+        G = np.zeros((n, len(cons)))
+        G_opt = np.zeros((n, len(cons)))
+        pof = np.ones(n)
+        for k, c in enumerate(cons):
+            if c.objective in cheap:
+                G[:, k] = G_opt[:, k] = _signed_violation(c, cheap[c.objective], n)
+                pof *= G[:, k] <= 0
+            elif c.objective in col:
+                mu_c, sd_c = mu[:, col[c.objective]], np.maximum(sd[:, col[c.objective]], 1e-12)
+                G[:, k] = _signed_violation(c, mu_c, n)
+                G_opt[:, k] = _signed_violation(c, mu_c, n) - beta * sd_c  # feasible somewhere in the band
+                pof *= _probability_within(c, mu_c, sd_c)
+            else:
+                G[:, k] = G_opt[:, k] = -1.0  # nothing reports it: it holds everywhere
+        acq[~valid], mean[~valid], G[~valid], G_opt[~valid] = _BAD, _BAD, _BAD, _BAD
+        pof[~valid] = 0.0
         viol = np.maximum(G, 0.0).sum(axis=1)
-        return _Scores(acq, F_mean, G, viol, unc, valid)
+        return _Scores(acq, mean, sdev, G, G_opt, viol, pof, unc, valid)
 
     def _random_point(self, trial_id: int, taken: np.ndarray, tries: int = 64) -> np.ndarray:
         """A seeded random unit point for ``trial_id``: new (not in ``taken``, n x d) and feasible on the cheap
@@ -505,6 +482,32 @@ class BOStrategy(Strategy):
         viol = sum(np.maximum(_signed_violation(c, cols[c.objective], tries), 0.0) for c in cheap_constraints)
         viol = np.where(np.isfinite(viol) & new, viol, np.inf)
         return U[int(np.argmin(viol))]
+
+
+def refit_point(n: int, growth: float, always: int = 20) -> int:
+    """The number of observations the hyperparameters are fitted on when ``n`` are known: ``n`` itself up
+    to ``always``, then the last point of the sequence always, ceil(always·(1+growth)), ... that is <= n."""
+    if n <= always or growth <= 0:
+        return n
+    c = always
+    while True:
+        nxt = max(c + 1, math.ceil(c * (1.0 + growth)))
+        if nxt > n:
+            return c
+        c = nxt
+
+
+def _probability_within(c: ConstraintInfo, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """P(c.min <= v <= c.max) for v ~ N(mu, sd²) (n)."""
+    upper = ndtr((c.max - mu) / sd) if c.max is not None else np.ones_like(mu)
+    lower = ndtr((c.min - mu) / sd) if c.min is not None else np.zeros_like(mu)
+    return np.clip(upper - lower, 0.0, 1.0)
+
+
+def _snap_to_bounds(U: np.ndarray, tol: float) -> np.ndarray:
+    """``U`` with every coordinate within ``tol`` of 0 or 1 set to it."""
+    U = np.asarray(U, dtype=float)
+    return np.where(U < tol, 0.0, np.where(U > 1.0 - tol, 1.0, U))
 
 
 def _signed_violation(c: ConstraintInfo, v: np.ndarray | None, n: int) -> np.ndarray:
