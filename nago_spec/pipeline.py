@@ -315,3 +315,22 @@ def _as_float(raw: Any, name: str) -> float:
     if not math.isfinite(value):
         raise TrialError(f"objective {name!r} returned {value}, not a finite number")
     return value
+
+
+def sample_noise(samples: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The variance of each objective's mean over a point's sampled architectures: the samples'
+    variance (ddof 1) divided by their count; None with fewer than two samples.
+
+    The spread of architectures drawn from one generator is the noise of that generator's value,
+    which the bo strategy models as heteroscedastic (the NAGO paper's motivation for its BNN).
+    """
+    rows = [s["values"] for s in samples if s.get("values")]
+    if len(rows) < 2:
+        return None
+    names = set.intersection(*(set(r) for r in rows))
+    out = {}
+    for name in sorted(names):
+        v = [float(r[name]) for r in rows]
+        mean = sum(v) / len(v)
+        out[name] = sum((x - mean) ** 2 for x in v) / (len(v) - 1) / len(v)
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from nago_spec.errors import StoreError
 from nago_spec.pareto import to_minimization
-from nago_spec.pipeline import DataShape, Evaluator
+from nago_spec.pipeline import DataShape, Evaluator, sample_noise
 from nago_spec.report import front, normalised_hv, write_report
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
@@ -121,7 +121,9 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
                 log.info("re-queued trials left running by a stopped run: %s", requeued)
             for t in store.trials():
                 if t.state in (TrialState.COMPLETE, TrialState.FAILED):
-                    strategy.tell(t.id, t.params, t.values if t.state is TrialState.COMPLETE else None)
+                    complete = t.state is TrialState.COMPLETE
+                    strategy.tell(t.id, t.params, t.values if complete else None,
+                                  sample_noise(t.samples) if complete else None)
             _search(spec, spec_file, run_dir, store, strategy, backend, progress, problem)
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
@@ -185,7 +187,7 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
             params = all_trials[tid].params
             if out["ok"]:
                 store.complete(tid, out["values"], out["samples"])
-                strategy.tell(tid, params, out["values"])
+                strategy.tell(tid, params, out["values"], sample_noise(out["samples"]))
             else:
                 store.fail(tid, out["error"])
                 strategy.tell(tid, params, None)

@@ -245,3 +245,116 @@ def test_bo_beats_random_on_zdt1_over_more_seeds_and_a_longer_budget():
             hv[name].append(zdt1_hv(run_search(s, evaluate, budget=60, batch=4), problem))
     assert np.mean(hv["bo"]) > np.mean(hv["random"]) + 0.1
     assert min(hv["bo"]) > max(hv["random"])
+
+
+# -- the GP surrogates, the refit schedule, noise, batch rules, modelled constraints, 3 objectives ------------
+def test_refit_points_grow_geometrically_and_fits_are_reused(monkeypatch):
+    from nago_spec.strategies.bo import refit_point
+
+    assert [refit_point(n, 0.15) for n in (2, 19, 20, 22, 23, 26, 27, 100)] == [2, 19, 20, 20, 23, 23, 27, 90]
+    assert refit_point(57, 0.0) == 57  # growth 0: refit every time
+    problem, evaluate = zdt1_problem(3)
+    calls = []
+    real_fit = bo_module.fit_gps
+
+    def spy(X, Y, **kw):
+        calls.append(len(Y))
+        return real_fit(X, Y, **kw)
+
+    monkeypatch.setattr(bo_module, "fit_gps", spy)
+    s = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for t in history(problem, evaluate, 20):
+        s.tell(*t)
+    tid = 20
+    for _ in range(8):
+        p = s.ask(1, next_trial_id=tid)[0]
+        s.tell(tid, p, evaluate(p))
+        tid += 1
+    assert calls == [20, 23, 27]  # 8 asks at 20..27 observations, 3 fits
+    fresh = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for t in s.history:
+        fresh.tell(t.id, t.params, t.values)
+    assert fresh.ask(2, next_trial_id=tid) == s.ask(2, next_trial_id=tid)  # resumed = uninterrupted
+
+
+def test_known_noise_widens_the_posterior_where_it_is():
+    from nago_spec.strategies.gp import fit_gps
+
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 2))
+    Y = np.sin(4 * X[:, :1]) + X[:, 1:]
+    noise = np.zeros_like(Y)
+    noise[:15] = 0.05  # the first half was measured with a variance of 0.05 (std 0.22)
+    plain, noisy = fit_gps(X, Y, seed=0), fit_gps(X, Y, noise=noise, seed=0)
+    _, sd_plain = plain.predict(X)
+    _, sd_noisy = noisy.predict(X)
+    assert sd_noisy[:15].mean() > 2 * sd_noisy[15:].mean()
+    assert sd_noisy[:15].mean() > sd_plain[:15].mean()
+
+
+def test_told_noise_reaches_the_model():
+    problem, evaluate = zdt1_problem(3)
+    s = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for tid, p, v in history(problem, evaluate, 12):
+        s.tell(tid, p, v, noise={"f2": 0.01, "unknown": 3.0, "f1": float("nan")})
+    assert s.history[0].noise == {"f2": 0.01}
+    assert len(s.ask(2, next_trial_id=12)) == 2 and s.last_fallback is None
+    assert s._fit[1].noise is not None  # a FixedNoise likelihood with the told variances
+
+
+def test_sample_noise_is_the_variance_of_the_mean():
+    from nago_spec.pipeline import sample_noise
+
+    samples = [{"values": {"error": 0.1, "params": 5.0}}, {"values": {"error": 0.3, "params": 5.0}}]
+    assert sample_noise(samples) == pytest.approx({"error": 0.02 / 2, "params": 0.0})
+    assert sample_noise(samples[:1]) is None
+
+
+@pytest.mark.parametrize("rule", ["believer", "penalise", "usemo"])
+def test_every_batch_rule_gives_distinct_model_based_points(rule):
+    problem, evaluate = zdt1_problem(4)
+    s = BOStrategy(problem, seed=3, initial=6, batch=4, options={**FAST, "batch_rule": rule})
+    values = run_search(s, evaluate, budget=18, batch=4)
+    assert s.last_fallback is None and len(values) == 18
+    pts = [tuple(t.u) for t in s.history]
+    assert len(set(pts)) == len(pts)
+    with pytest.raises(ValueError, match="batch_rule = 'lp'"):
+        BOStrategy(problem, seed=0, options={"batch_rule": "lp"})
+
+
+def test_modelled_constraint_is_respected_through_its_probability_of_feasibility():
+    """An expensive constraint-only quantity: its GP's probability of feasibility steers the proposals."""
+    space = SearchSpace(tuple(FloatParam(f"x{i}", 0.0, 1.0) for i in range(2)))
+
+    def evaluate(p):
+        return {"f1": p["x0"], "f2": 1.0 - p["x0"] + p["x1"], "load": p["x0"] + p["x1"]}
+
+    objs = (ObjectiveInfo("f1", "minimize", False), ObjectiveInfo("f2", "minimize", False))
+    problem = Problem(space, objs, constraints=(ConstraintInfo("load", max=0.5),))
+    feasible = {}
+    for name in ("bo", "random"):
+        s = STRATEGIES.get(name)(problem, seed=1, initial=6, batch=2, options=FAST if name == "bo" else None)
+        values = run_search(s, evaluate, budget=24, batch=2)
+        feasible[name] = np.mean([v["load"] <= 0.5 for v in values[6:]])
+    assert feasible["bo"] >= 0.8 and feasible["bo"] > feasible["random"] + 0.3
+
+
+def test_bo_on_three_objectives():
+    space = SearchSpace(tuple(FloatParam(f"x{i}", 0.0, 1.0) for i in range(4)))
+
+    def evaluate(p):  # DTLZ2 with 3 objectives and 4 variables
+        x = np.array([p[f"x{i}"] for i in range(4)])
+        g = ((x[2:] - 0.5) ** 2).sum()
+        a, b = x[0] * np.pi / 2, x[1] * np.pi / 2
+        return {"f1": (1 + g) * np.cos(a) * np.cos(b), "f2": (1 + g) * np.cos(a) * np.sin(b), "f3": (1 + g) * np.sin(a)}
+
+    objs = tuple(ObjectiveInfo(f"f{i}", "minimize", False) for i in (1, 2, 3))
+    problem = Problem(space, objs)
+    hv = {}
+    for name in ("bo", "random"):
+        s = STRATEGIES.get(name)(problem, seed=0, initial=8, batch=2, options=FAST if name == "bo" else None)
+        F = to_minimization(run_search(s, evaluate, budget=30, batch=2), objs)
+        hv[name] = hypervolume(F, np.full(3, 1.1))
+        if name == "bo":
+            assert s.last_fallback is None
+    assert hv["bo"] > hv["random"]

@@ -32,6 +32,8 @@ FIT_ERRORS = (NotPSDError, NanError, RuntimeError, ValueError, np.linalg.LinAlgE
 _SQRT2, _SQRT3 = math.sqrt(2.0), math.sqrt(3.0)
 #: floor of the learned noise variance, in standardised units (outputs are standardised to unit variance)
 MIN_NOISE = 1e-4
+#: floor of a known noise variance (gpytorch rounds smaller ones up, with a warning)
+_NOISE_FLOOR = 1e-6
 
 
 class BatchGP(gpytorch.models.ExactGP):
@@ -98,7 +100,7 @@ class Surrogates:
             return np.zeros((0, self.m)), np.zeros((0, self.m))
         self.model.eval()
         x = torch.as_tensor(np.asarray(Xf), dtype=torch.float64).expand(self.m, n, -1)
-        with torch.no_grad(), gpytorch.settings.skip_posterior_variances(False):
+        with torch.no_grad(), gpytorch.settings.debug(False):  # debug warns when x equals the training inputs
             post = self.model(x)
             mean = post.mean.numpy().T
             std = post.variance.clamp_min(1e-12).sqrt().numpy().T
@@ -208,7 +210,7 @@ def _prepare(X: np.ndarray, Y: np.ndarray, noise: np.ndarray | None) -> tuple[
     nt = None
     if noise is not None and np.isfinite(np.asarray(noise, dtype=float)).any():
         nz = np.nan_to_num(np.asarray(noise, dtype=float).reshape(Y.shape), nan=0.0) / y_std**2
-        nt = torch.as_tensor(np.maximum(nz.T, 0.0).copy(), dtype=torch.float64)
+        nt = torch.as_tensor(np.maximum(nz.T, _NOISE_FLOOR).copy(), dtype=torch.float64)
     return torch.as_tensor(np.asarray(X), dtype=torch.float64), ys, y_mean, y_std, nt
 
 
