@@ -71,11 +71,10 @@ def hv_improvements(Y: np.ndarray, front: np.ndarray, ref: np.ndarray, *, sample
 
     Minimisation form. For many points at once (Monte-Carlo acquisition needs tens of thousands),
     where calling the indicator per point would be slow. With one objective it is the improvement
-    on the best value (expected improvement's integrand); with two it is exact: the
-    area of the point's box [y, ref] above the front's staircase, summed over the staircase's
-    steps. With more, it is the Monte-Carlo estimate over ``samples`` (s x m, uniform in the box
-    [min over Y and front, ref]; required): the box volume times the fraction of samples the point
-    dominates and the front does not.
+    on the best value (expected improvement's integrand); with two and three it is exact (the
+    point's box [y, ref] less what the front already dominates in it). With more, it is the
+    Monte-Carlo estimate over ``samples`` (s x m, uniform in the box [min over Y and front, ref];
+    required): the box volume times the fraction of samples the point dominates and the front does not.
     """
     ref = np.asarray(ref, dtype=float).reshape(-1)
     m = len(ref)
@@ -87,19 +86,24 @@ def hv_improvements(Y: np.ndarray, front: np.ndarray, ref: np.ndarray, *, sample
         return np.clip(best - np.minimum(Y[:, 0], ref[0]), 0.0, None)
     if m == 2:
         return _hvi_2d(Y, P, ref)
+    if m == 3:
+        return _hvi_3d(Y, P, ref)
     if samples is None:
-        raise ValueError("hv_improvements needs uniform `samples` of the box for 3 or more objectives")
+        raise ValueError("hv_improvements needs uniform `samples` of the box for 4 or more objectives")
     S = np.asarray(samples, dtype=float).reshape(-1, m)
     lo = S.min(axis=0)
     volume = float(np.prod(ref - lo))
     free = ~np.any(np.all(P[:, None, :] <= S[None, :, :], axis=2), axis=0) if len(P) else np.ones(len(S), bool)
     S = S[free]
-    if len(S) == 0:
-        return np.zeros(len(Y))
     gained = np.zeros(len(Y))
-    for start in range(0, len(Y), 256):  # bounded memory: 256 x s x m booleans at a time
-        block = Y[start:start + 256]
-        gained[start:start + 256] = np.all(block[:, None, :] <= S[None, :, :], axis=2).sum(axis=1)
+    # only points the front does not dominate can gain anything (most of them, once the front is dense)
+    open_ = ~np.any(np.all(P[None, :, :] <= Y[:, None, :], axis=2), axis=1) if len(P) else np.ones(len(Y), bool)
+    rows = np.flatnonzero(open_ & np.all(Y < ref, axis=1))
+    if len(S) == 0 or len(rows) == 0:
+        return gained
+    for start in range(0, len(rows), 256):  # bounded memory: 256 x s x m booleans at a time
+        block = rows[start:start + 256]
+        gained[block] = np.all(Y[block][:, None, :] <= S[None, :, :], axis=2).sum(axis=1)
     return volume * gained / len(free)
 
 
@@ -118,3 +122,31 @@ def _hvi_2d(Y: np.ndarray, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
     width = np.clip(np.minimum(ends[None, :], ref[0]) - np.maximum(starts[None, :], y1[:, None]), 0.0, None)
     tall = np.clip(np.minimum(heights[None, :], ref[1]) - y2[:, None], 0.0, None)
     return (width * tall).sum(axis=1)
+
+
+def _hvi_3d(Y: np.ndarray, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exact three-objective improvement: the volume of [y, ref] less the hypervolume of the front clipped
+    to it (the points max(p, y)), the latter as slabs along f3 of two-dimensional staircases."""
+    out = np.zeros(len(Y))
+    rows = np.flatnonzero(np.all(Y < ref, axis=1))
+    if len(rows) == 0:
+        return out
+    out[rows] = np.prod(ref - Y[rows], axis=1)
+    if len(P) == 0:
+        return out
+    P = P[non_dominated(P)]
+    r = len(P)
+    for start in range(0, len(rows), 256):  # bounded memory: 256 x r x r at a time
+        block = rows[start:start + 256]
+        Q = np.maximum(P[None, :, :], Y[block][:, None, :])  # k x r x 3: the front clipped to each box
+        Q = np.take_along_axis(Q, np.argsort(Q[:, :, 2], axis=1)[:, :, None], axis=1)  # by f3
+        dz = np.diff(np.concatenate([Q[:, :, 2], np.full((len(block), 1), ref[2])], axis=1), axis=1)  # slab j: z_j..z_j+1
+        ox = np.argsort(Q[:, :, 0], axis=1)  # by f1 within each box; ox[i] is that point's f3 rank
+        xs = np.take_along_axis(Q[:, :, 0], ox, axis=1)
+        ys = np.take_along_axis(Q[:, :, 1], ox, axis=1)
+        active = ox[:, None, :] <= np.arange(r)[None, :, None]  # k x slab x point: the points below slab j's top
+        low = np.minimum.accumulate(np.where(active, ys[:, None, :], ref[1]), axis=2)
+        widths = np.diff(np.concatenate([xs, np.full((len(block), 1), ref[0])], axis=1), axis=1)
+        area = (widths[:, None, :] * (ref[1] - low)).sum(axis=2)  # k x slab: the staircase's area
+        out[block] -= (dz * area).sum(axis=1)
+    return np.maximum(out, 0.0)

@@ -81,7 +81,7 @@ def test_hv_improvements_equal_the_indicator_difference():
     rng = np.random.default_rng(3)
     np.testing.assert_allclose(hv_improvements(np.array([[0.2], [0.6], [1.5]]), np.array([[0.5], [0.7]]), [1.0]),
                                [0.3, 0.0, 0.0])
-    for m in (2, 3):
+    for m in (2, 3, 4):
         ref = np.full(m, 1.1)
         front = rng.random((6, m))
         Y = rng.random((40, m)) * 1.2 - 0.05
@@ -90,7 +90,7 @@ def test_hv_improvements_equal_the_indicator_difference():
         Y[1] = best - 0.01  # dominates a front point
         base = hypervolume(front, ref)
         want = np.array([hypervolume(np.vstack([front, y]), ref) - base for y in Y])
-        if m == 2:
+        if m in (2, 3):
             got = hv_improvements(Y, front, ref)
             np.testing.assert_allclose(got, want, atol=1e-12)
             np.testing.assert_allclose(hv_improvements(Y, front[:0], ref),

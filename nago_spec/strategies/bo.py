@@ -237,7 +237,7 @@ class BOStrategy(Strategy):
         cand = self._candidates(self._nsga(slot_ids[0], surrogates, complete, F_obs, viol_obs))
         rng = self.trial_rng(slot_ids[0], STREAM_MC)
         z = rng.standard_normal((int(opts["mc_samples"]), len(objs)))
-        box = rng.random((4096, len(objs))) if len(objs) > 2 else None
+        box = rng.random((2048, len(objs))) if len(objs) > 3 else None  # exact below four objectives
         taken = [space.features(np.array([t.u for t in history + pending]).reshape(-1, space.dim))]
         penalised = [t.u for t in pending] if rule == "penalise" else []
         out = np.zeros((len(slot_ids), space.dim))
@@ -296,7 +296,7 @@ class BOStrategy(Strategy):
               z: np.ndarray, box: np.ndarray | None) -> np.ndarray:
         """Expected hypervolume improvement (n) over the normalised front ``R`` (r x m), by Monte Carlo:
         the posterior of each modelled objective drawn at the standard normal ``z`` (S x m, shared by
-        all candidates), cheap objectives exact; ``box`` (q x m uniform draws) for 3+ objectives."""
+        all candidates), cheap objectives exact; ``box`` (q x m uniform draws) for 4+ objectives."""
         n, m = s.mean.shape
         Y = norm((s.mean[:, None, :] + s.sd[:, None, :] * z[None, :, :]).reshape(-1, m))
         samples = None
