@@ -317,8 +317,8 @@ class BOStrategy(Strategy):
         return np.prod(1.0 - corr.max(axis=0), axis=1)
 
     def _refine(self, u: np.ndarray, v0: float, value: Callable[[np.ndarray], np.ndarray], trial_id: int) -> np.ndarray:
-        """A local search around ``u`` (acquisition ``v0``): Gaussian perturbations at two scales, each
-        also with near-bound coordinates snapped onto the bound; the best point if it improves."""
+        """A local search around ``u`` (acquisition ``v0``): Gaussian perturbations at shrinking scales, each
+        also with near-bound coordinates snapped onto the bound, moving to the best point whenever it improves."""
         space = self.problem.space
         rng = self.trial_rng(trial_id, STREAM_MC, 1)
         best, best_v = u, v0
