@@ -358,3 +358,12 @@ def test_bo_on_three_objectives():
         if name == "bo":
             assert s.last_fallback is None
     assert hv["bo"] > hv["random"]
+
+
+def test_noise_told_only_for_later_trials_still_reaches_the_model():
+    problem, evaluate = zdt1_problem(3)
+    s = BOStrategy(problem, seed=0, initial=4, options=FAST)
+    for tid, p, v in history(problem, evaluate, 30):
+        s.tell(tid, p, v, noise={"f2": 0.01} if tid >= 28 else None)  # the refit point is 27
+    assert len(s.ask(1, next_trial_id=30)) == 1 and s.last_fallback is None
+    assert s._fit[1].noise is not None

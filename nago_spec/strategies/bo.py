@@ -183,6 +183,8 @@ class BOStrategy(Strategy):
         noise = np.array([[(t.noise or {}).get(nm, np.nan) for nm in names] for t in rows]).reshape(Y.shape)
         noise = noise if np.isfinite(noise).any() else None
         c = refit_point(len(rows), float(opts["refit_growth"]))
+        if noise is not None and not np.isfinite(noise[:c]).any():
+            c = len(rows)  # noise known only for later rows: the fit must see it to have a noise model
         key = (tuple(names), noise is not None, tuple((t.id, tuple(Y[i])) for i, t in enumerate(rows[:c])))
         if self._fit is None or self._fit[0] != key:
             fitted = fit_gps(X[:c], Y[:c], noise=None if noise is None else noise[:c],
