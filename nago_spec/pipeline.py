@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import Any
 from nago_spec.callables import load_callable
 from nago_spec.errors import TrialError
 from nago_spec.objectives import OBJECTIVES, EvalContext
+from nago_spec.objectives import adapt_callable as _adapt
 from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
 from nago_spec.seeds import sample_seed
 from nago_spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
@@ -263,6 +263,8 @@ class Evaluator:
                     "seconds": time.perf_counter() - start,
                 }
             )
+            if ctx.extra:  # side results of objectives (the latency spread, ...)
+                samples[-1]["extra"] = dict(ctx.extra)
         mean = {n: sum(smp["values"][n] for smp in samples) / len(samples) for n in names}
         return mean, samples
 
@@ -290,22 +292,13 @@ class Evaluator:
                     raw = raw[name]
                 value = _as_float(raw, name)
             else:
-                value = _as_float(OBJECTIVES.get(name).compute(ctx), name)
+                try:
+                    raw = OBJECTIVES.get(name).compute(ctx)
+                except Exception as exc:  # an export or a plug-in failing is the trial's failure, not the run's
+                    raise TrialError(f"objective {name!r} raised {type(exc).__name__}: {exc}") from exc
+                value = _as_float(raw, name)
             out[name] = value
         return out
-
-
-def _adapt(fn: Callable[..., Any]) -> Callable[[EvalContext], Any]:
-    """Call a user objective as ``fn(params)`` or, when it takes two arguments, ``fn(params, context)``."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        takes_ctx = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
-    except (TypeError, ValueError):  # builtins without a signature: params only
-        takes_ctx = False
-    if takes_ctx:
-        return lambda ctx: fn(ctx.params, ctx)
-    return lambda ctx: fn(ctx.params)
 
 
 def _as_float(raw: Any, name: str) -> float:

@@ -1122,12 +1122,17 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
             rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in objective knows its cost)",
                     entry["cheap"])
         if name not in OBJECTIVES:
-            valid = OBJECTIVES.names()
-            rep.add(f"{prefix}.name",
+            failure = OBJECTIVES.load_error(name)
+            valid = [n for n in OBJECTIVES.names() if not OBJECTIVES.get(n).final_only]
+            rep.add(f"{prefix}.name", failure or
                     f"unknown objective{did_you_mean(name, valid)}; built-ins: {', '.join(valid)} "
                     "(or give a callable)", name)
             continue
         builtin = OBJECTIVES.get(name)
+        if builtin.final_only:
+            rep.add(f"{prefix}.name", f"'{name}' is available in final reports only, not as a search "
+                    "objective (searching on it would select on the test set)", name)
+            continue
         if v.get("direction", builtin.direction) != builtin.direction:
             rep.add(f"{prefix}.direction", f"the built-in objective '{name}' is always {builtin.direction}d",
                     entry["direction"])
@@ -1149,10 +1154,14 @@ def _constraints(rep: _Report, raw: Mapping[str, Any]) -> tuple[ConstraintSpec, 
         v = rep.check(prefix, entry, {"objective": _text, "min": _number(), "max": _number()},
                       required={"objective": "every constraint names an objective"})
         ok = "objective" in v
-        if ok and v["objective"] not in known:
+        if ok and v["objective"] not in known and v["objective"] not in OBJECTIVES:
             rep.add(f"{prefix}.objective",
                     f"unknown objective{did_you_mean(v['objective'], known)}; declared or built-in: "
                     f"{', '.join(known)}", v["objective"])
+            ok = False
+        elif ok and v["objective"] not in declared and OBJECTIVES.get(v["objective"]).final_only:
+            rep.add(f"{prefix}.objective", f"'{v['objective']}' is available in final reports only, not as a "
+                    "search constraint", v["objective"])
             ok = False
         if "min" not in entry and "max" not in entry:
             rep.add(prefix, "needs min, max or both")

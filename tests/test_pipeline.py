@@ -30,6 +30,32 @@ def test_cheap_values_equal_the_trial_architecture(tiny_spec):
     assert problem.cheap_fn(params, 5) == {"params": float(arch.param_count())}
 
 
+def test_cheap_custom_objectives_are_computed_without_training(tiny_spec):
+    (tiny_spec.parent / "cheap_objs.py").write_text(textwrap.dedent("""
+        seen = []
+        def energy(params, ctx):
+            seen.append((ctx.model, ctx.train_result, ctx.data))
+            return ctx.architecture.mac_count() * 2.0
+        """))
+    text = tiny_spec.read_text().replace(
+        '[[objectives]]\nname = "params"\n',
+        '[[objectives]]\nname = "energy"\ncallable = "cheap_objs.py:energy"\ncheap = true\n'
+        '[[objectives]]\nname = "flops"\n',
+    )
+    tiny_spec.write_text(text)
+    spec = load_spec(tiny_spec)
+    evaluator = Evaluator(spec)
+    assert [(o.name, o.cheap) for o in evaluator.objectives] == [("error", False), ("energy", True), ("flops", True)]
+    params = {"top.nodes": 4, "top.p": 0.3, "mid.nodes": 2, "bottom.p": 0.7}
+    arch = sample_architecture(spec, params, sample_seed(spec.seed, 1, 0), SHAPE)
+    assert evaluator.problem(SHAPE).cheap_fn(params, 1) == {"energy": 2.0 * arch.mac_count(),
+                                                            "flops": float(arch.mac_count())}
+    import sys
+
+    module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(tiny_spec.parent / "cheap_objs.py"))
+    assert module.seen == [(None, None, None)]
+
+
 def _params_spec(tmp_path, body: str, objectives: str):
     (tmp_path / "objs.py").write_text(textwrap.dedent(body))
     path = tmp_path / "s.toml"
