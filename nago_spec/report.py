@@ -221,6 +221,9 @@ def write_report(
         if fr.complete and not any(fr.feasible):
             lines.append("- **no trial is feasible**: the front below lists the least violating trials")
     lines += ["", "## Pareto front", ""]
+    if constraints and fr.complete and not any(fr.feasible):
+        lines += ["No trial satisfies the constraints: the table shows the non-dominated trials among the "
+                  "least violating ones.", ""]
     lines += _md_table([r for r in rows if r["trial"] in pareto_ids], ["trial", *onames, *extra, *param_names])
     failed = [t for t in trials if t.state is TrialState.FAILED]
     if failed:

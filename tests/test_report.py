@@ -58,3 +58,11 @@ def test_write_report_files(tmp_path):
     assert "| 0 | 0.1 | 5000 | 0 |" in md and "trial 4: boom" in md and "params <= 20000" in md
     for png in ("pareto.png", "hv.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_says_when_no_trial_is_feasible(tmp_path):
+    write_report(tmp_path, name="t", strategy="bo", budget=5, trials=TRIALS, param_names=["x"], objectives=OBJ,
+                 constraints=(ConstraintInfo("params", max=1000.0),), wall_seconds=3.0)
+    md = (tmp_path / "report.md").read_text()
+    assert "No trial satisfies the constraints" in md and "| 0 | 0.1 | 5000 | 0 |" in md
+    assert [r["trial"] for r in csv.DictReader((tmp_path / "pareto.csv").open())] == ["0"]
