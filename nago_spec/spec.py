@@ -31,7 +31,7 @@ SUPPORTED_VERSION = 1
 DATASET_NAMES = ("digits", "idx")
 SPACE_KINDS = ("hnag", "rnag", "params")
 STRATEGY_NAMES = ("bo", "evolution", "random")
-BACKEND_NAMES = ("local", "process")
+BACKEND_NAMES = ("local", "process", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("minimize", "maximize")
 LEVELS = ("top", "mid", "bottom")
@@ -244,10 +244,21 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Where trials run: in-process or in a pool of worker processes."""
+    """Where and how trials run: in-process, in a pool of worker processes, or as Ray tasks.
+
+    ``trial_timeout``: seconds a trial may take before its worker is killed and the trial FAILED.
+    ``max_retries``: how many times a trial whose worker died (killed, segfault, out of memory) is
+    re-queued before it is FAILED. ``address``, ``num_cpus`` and ``num_gpus`` are Ray's: the cluster
+    to join (None starts a local Ray) and the resources each trial claims.
+    """
 
     backend: str = "process"
-    workers: int | None = None  # None: the number of cores
+    workers: int | None = None  # None: the number of cores (Ray: the cluster's CPUs / num_cpus)
+    trial_timeout: float | None = None
+    max_retries: int = 1
+    address: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -744,6 +755,11 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     run = _simple(rep, "run", raw, RunSpec, {
         "backend": _choice("backend", BACKEND_NAMES),
         "workers": _integer(ge=1),
+        "trial_timeout": _number(gt=0),
+        "max_retries": _integer(ge=0),
+        "address": _text,
+        "num_cpus": _number(gt=0),
+        "num_gpus": _number(ge=0),
     })
     export = _simple(rep, "export", raw, ExportSpec, {
         "onnx": _boolean,

@@ -552,7 +552,11 @@ def test_every_strategy_option_default_is_a_toml_scalar_or_none():
 @pytest.mark.parametrize(
     ("section", "body", "line"),
     [
-        ("run", 'backend = "ray"', '[run].backend = "ray": unknown backend; valid: local, process'),
+        ("run", 'backend = "dask"', '[run].backend = "dask": unknown backend; valid: local, process, ray'),
+        ("run", "trial_timeout = 0", "[run].trial_timeout = 0: must be > 0"),
+        ("run", "max_retries = -1", "[run].max_retries = -1: must be an integer >= 0"),
+        ("run", "num_gpus = -1", "[run].num_gpus = -1: must be >= 0"),
+        ("run", 'address = ""', '[run].address = "": must be a non-empty string'),
         ("run", 'backend = "locall"', "[run].backend = \"locall\": unknown backend (did you mean 'local'?)"),
         ("run", "workers = 0", "[run].workers = 0: must be an integer >= 1"),
         ("export", 'onnx = "yes"', '[export].onnx = "yes": must be true or false'),
