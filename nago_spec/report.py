@@ -38,6 +38,7 @@ def violation(values: dict[str, float], constraints: Sequence[ConstraintInfo]) -
 def front(
     trials: Sequence[TrialRecord], objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]
 ) -> Front:
+    """The front of ``trials``; its box spans their points (feasible ones, when any), plus a 10 % margin."""
     complete = [t for t in trials if t.state is TrialState.COMPLETE and t.values]
     m = len(objectives)
     if not complete:
@@ -61,10 +62,17 @@ def normalised_hv(F: np.ndarray, fr: Front) -> float:
 
 
 def hv_history(
-    trials: Sequence[TrialRecord], objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]
+    trials: Sequence[TrialRecord],
+    objectives: Sequence[ObjectiveInfo],
+    constraints: Sequence[ConstraintInfo],
+    box: Front | None = None,
 ) -> list[tuple[int, float]]:
-    """(evaluations, hypervolume of the feasible points so far), in order of completion."""
-    fr = front(trials, objectives, constraints)
+    """(evaluations, hypervolume of the feasible points so far), in order of completion.
+
+    ``box``: the front whose box normalises the hypervolume (default: these trials' own); give
+    several runs the same one to compare them.
+    """
+    fr = box if box is not None else front(trials, objectives, constraints)
     done = sorted(
         (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAILED)),
         key=lambda t: (t.finished or 0.0, t.id),
@@ -157,7 +165,17 @@ def plot_pareto(path: Path, fr: Front, objectives: Sequence[ObjectiveInfo], cons
     plt.close(fig)
 
 
-def plot_hv(path: Path, history: list[tuple[int, float]]) -> None:
+def plot_hv(
+    path: Path,
+    history: list[tuple[int, float]],
+    *,
+    initial: int | None = None,
+    others: Sequence[tuple[str, list[tuple[int, float]]]] = (),
+    label: str = "this run",
+) -> None:
+    """Hypervolume against evaluations; ``others``: ``(label, history)`` of runs compared with this
+    one (random search, another strategy), drawn in the same box; ``initial``: where the initial
+    design ends."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -167,14 +185,32 @@ def plot_hv(path: Path, history: list[tuple[int, float]]) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     if history:
         n, hv = zip(*history)
-        ax.plot(n, hv, c="C3", marker="o", ms=3)
+        ax.plot(n, hv, c="C3", marker="o", ms=3, label=label, zorder=3)
+    for k, (name, other) in enumerate(others):
+        if other:
+            n, hv = zip(*other)
+            ax.plot(n, hv, c=f"C{k}" if k < 3 else f"C{k + 1}", ls="--", marker=".", ms=3, label=name)
+    if initial and history and initial < len(history):
+        ax.axvline(initial + 0.5, c="0.5", ls=":", lw=1)
+        ax.annotate("initial design", (initial + 0.5, 0.02), xycoords=("data", "axes fraction"),
+                    rotation=90, ha="right", va="bottom", fontsize=8, color="0.4")
+    if others:
+        ax.legend(loc="lower right", fontsize=8)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("hypervolume (normalised)")
+    ax.set_ylabel("hypervolume (normalised" + (", a box shared by all runs)" if others else ")"))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Compared:
+    """Another run drawn next to this one on hv.png: its label (as in the legend) and trials."""
+
+    label: str
+    trials: Sequence[TrialRecord]
 
 
 def write_report(
@@ -188,8 +224,15 @@ def write_report(
     objectives: Sequence[ObjectiveInfo],
     constraints: Sequence[ConstraintInfo],
     wall_seconds: float | None = None,
+    initial: int | None = None,
+    compare: Sequence[Compared] = (),
 ) -> Front:
-    """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir``."""
+    """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir``.
+
+    ``compare``: runs of the same objectives drawn on hv.png and listed in report.md, every
+    hypervolume then normalised in one box spanning all the runs' points. ``initial``: the size
+    of the initial design (marked on hv.png).
+    """
     onames = [o.name for o in objectives]
     extra = sorted({c.objective for c in constraints} - set(onames))
     cols = ["trial", "state", *param_names, *onames, *extra]
@@ -203,7 +246,18 @@ def write_report(
     write_csv(run_dir / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
     plot_pareto(run_dir / "pareto.png", fr, objectives, constraints)
     history = hv_history(trials, objectives, constraints)
-    plot_hv(run_dir / "hv.png", history)
+    joint: list[tuple[str, float, float]] = []  # (label, final hv in the joint box, evaluations)
+    others: list[tuple[str, list[tuple[int, float]]]] = []
+    if compare:
+        box = front([*trials, *(t for c in compare for t in c.trials)], objectives, constraints)
+        mine = hv_history(trials, objectives, constraints, box)
+        others = [(c.label, hv_history(c.trials, objectives, constraints, box)) for c in compare]
+        plot_hv(run_dir / "hv.png", mine, initial=initial if strategy != "random" else None, others=others,
+                label=f"{run_dir.name} ({strategy})")
+        joint = [(f"{run_dir.name} ({strategy}), this run", mine[-1][1] if mine else 0.0, len(mine))]
+        joint += [(label, h[-1][1] if h else 0.0, len(h)) for label, h in others]
+    else:
+        plot_hv(run_dir / "hv.png", history, initial=initial if strategy != "random" else None)
 
     states = {s: sum(t.state is s for t in trials) for s in TrialState}
     lines = [
@@ -216,6 +270,9 @@ def write_report(
         lines.append(f"- wall time: {wall_seconds:.1f} s")
     if history:
         lines.append(f"- hypervolume (normalised, feasible points): {history[-1][1]:.4f}")
+    if joint:
+        lines += ["- hypervolume compared, in one box spanning every run's points (hv.png):"]
+        lines += [f"  - {label}: {hv:.4f} after {n} evaluations" for label, hv, n in joint]
     if constraints:
         lines.append("- constraints: " + "; ".join(_constraint_text(c) for c in constraints))
         if fr.complete and not any(fr.feasible):

@@ -153,6 +153,15 @@ class Store:
                 (TrialState.FAILED.value, error, time.time(), trial_id),
             )
 
+    def requeue(self, trial_id: int, reason: str) -> None:
+        """Put one RUNNING trial back to PENDING (its worker died), keeping ``reason`` as its error text
+        until it finishes."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE trials SET state = ?, error = ?, started = NULL WHERE id = ?",
+                (TrialState.PENDING.value, reason, trial_id),
+            )
+
     def requeue_running(self) -> list[int]:
         """Put trials left RUNNING by a dead process back to PENDING; returns their ids."""
         with self._tx() as c:

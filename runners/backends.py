@@ -1,17 +1,52 @@
-"""Execution backends: run trials in-process or in a pool of single-threaded worker processes."""
+"""Execution backends: run trials in-process, in a pool of single-threaded worker processes, or as Ray tasks.
+
+Every backend returns a ``concurrent.futures.Future`` per call and enforces the per-call time limit
+itself. Two failures are not the called function's own and arrive as exceptions through the future:
+
+- ``TrialTimeout``: the call ran past its limit; its worker was killed (and replaced).
+- ``WorkerLost``: the worker process died under the call (SIGKILL, the kernel's OOM killer, a
+  segfault); the worker was replaced. The caller decides whether to run the call again.
+
+Anything else the function raises is delivered through the future unchanged.
+"""
 
 from __future__ import annotations
 
+import collections
+import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
+from nago_spec.errors import NagoError
 from nago_spec.registry import Registry
 from runners.worker import init_worker
+
+log = logging.getLogger(__name__)
+
+
+class TrialTimeout(BaseException):
+    """A call ran past its time limit and its worker was killed.
+
+    A BaseException, like KeyboardInterrupt: the in-process backend raises it asynchronously inside
+    the call, and a user callable's ``except Exception`` must not swallow it.
+    """
+
+    def __init__(self, seconds: float):
+        super().__init__(f"exceeded the trial time limit of {seconds:g} s")
+        self.seconds = seconds
+
+
+class WorkerLost(Exception):
+    """The worker process running a call died before returning."""
 
 
 class Backend(ABC):
@@ -20,63 +55,325 @@ class Backend(ABC):
     workers: int
 
     @abstractmethod
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        """Start ``fn(*args)``; the future's result is what ``fn`` returned."""
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
+        """Start ``fn(*args)``; the future's result is what ``fn`` returned. ``timeout``: seconds
+        after which the call is stopped and the future fails with TrialTimeout."""
 
     def close(self) -> None:
-        """Release workers."""
+        """Release workers (running calls are abandoned)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class LocalBackend(Backend):
-    """In-process, one trial at a time (debugging, tests, tiny specs)."""
+    """In-process, one call at a time (debugging, tests, tiny specs).
 
-    def __init__(self, workers: int = 1):
+    The time limit is a SIGALRM timer raising TrialTimeout inside the call, so it needs the main
+    thread; it interrupts Python code, and a C call (one torch op) only when it returns.
+    """
+
+    def __init__(self, workers: int | None = None):
         self.workers = 1
         init_worker()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        alarm = timeout is not None and threading.current_thread() is threading.main_thread()
+        if timeout is not None and not alarm:
+            log.warning("the local backend enforces trial_timeout only on the main thread; ignored")
+        previous = None
+        if alarm:
+            def expire(signum: int, frame: Any) -> None:
+                raise TrialTimeout(timeout)
+
+            previous = signal.signal(signal.SIGALRM, expire)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            fut.set_result(fn(*args))
+            result = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - delivered through the future like a pool would
             fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
         return fut
 
 
-class ProcessBackend(Backend):
-    """A pool of spawned worker processes with one torch thread each.
+# -- process pool -----------------------------------------------------------------------------------
 
-    ``spawn`` rather than ``fork``: forking a process that has initialised torch's thread pools can
-    deadlock. A worker that dies breaks the pool; the pool is then rebuilt and the caller re-queues.
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    """A worker process: run each ``(fn, args)`` received, send back ``(ok, result or exception)``."""
+    init_worker()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if task is None:
+            return
+        fn, args = task
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - the parent's future gets it
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
+            conn.send((False, RuntimeError(f"could not send the result back: {type(exc).__name__}: {exc}")))
+
+
+@dataclass
+class _Task:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    timeout: float | None
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    task: _Task | None = None
+    deadline: float = float("inf")
+
+
+class ProcessBackend(Backend):
+    """A pool of spawned worker processes with one torch thread each, each watched on its own.
+
+    Unlike ``ProcessPoolExecutor`` (where one dead worker breaks the pool and fails every running
+    call), a worker that dies fails only its own call (WorkerLost) and one that runs past its call's
+    time limit is killed (TrialTimeout); either is replaced by a fresh process. ``spawn`` rather
+    than ``fork``: forking a process that has initialised torch's thread pools can deadlock.
+    A dispatcher thread hands queued calls to idle workers and completes the futures.
     """
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
-        self._pool = self._new_pool()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._closing = False
+        self._pool = [self._spawn() for _ in range(self.workers)]
+        self._thread = threading.Thread(target=self._dispatch, name="nago-process-backend", daemon=True)
+        self._thread.start()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker,
-        )
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_serve, args=(child,), daemon=True, name="nago-worker")
+        process.start()
+        child.close()
+        return _Worker(process, parent)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        try:
-            return self._pool.submit(fn, *args)
-        except BrokenProcessPool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            return self._pool.submit(fn, *args)
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
+        task = _Task(fn, args, timeout)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("submit on a closed backend")
+            self._queue.append(task)
+        self._wake_w.send_bytes(b"")
+        return task.future
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._wake_w.send_bytes(b"")
+        self._thread.join()
+
+    # -- the dispatcher thread ------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                closing = self._closing
+                if not closing:
+                    for w in self._pool:
+                        if w.task is None and self._queue:
+                            self._start(w, self._queue.popleft())
+            if closing:
+                return self._shutdown()
+            busy = [w for w in self._pool if w.task is not None]
+            deadline = min((w.deadline for w in busy), default=float("inf"))
+            wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+            ready = multiprocessing.connection.wait(
+                [self._wake_r] + [w.conn for w in busy] + [w.process.sentinel for w in self._pool], timeout=wait
+            )
+            if self._wake_r in ready:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            for i, w in enumerate(self._pool):
+                if w.task is not None and w.conn in ready:
+                    self._collect(i, w)
+                elif w.process.sentinel in ready:
+                    self._replace(i, WorkerLost(self._death(w)))
+                elif w.task is not None and time.monotonic() >= w.deadline:
+                    self._replace(i, TrialTimeout(w.task.timeout))
+
+    def _start(self, w: _Worker, task: _Task) -> None:
+        if not task.future.set_running_or_notify_cancel():
+            return
+        try:
+            w.conn.send((task.fn, task.args))
+        except Exception as exc:  # noqa: BLE001 - unpicklable arguments: the call's own failure
+            task.future.set_exception(exc)
+            return
+        w.task = task
+        w.deadline = time.monotonic() + task.timeout if task.timeout is not None else float("inf")
+
+    def _collect(self, i: int, w: _Worker) -> None:
+        try:
+            ok, value = w.conn.recv()
+        except (EOFError, OSError):  # the process died while (or instead of) answering
+            w.process.join(timeout=5)
+            return self._replace(i, WorkerLost(self._death(w)))
+        task, w.task, w.deadline = w.task, None, float("inf")
+        (task.future.set_result if ok else task.future.set_exception)(value)
+
+    def _replace(self, i: int, error: BaseException) -> None:
+        """Kill worker ``i`` if alive, fail its call with ``error``, start a fresh process in its place."""
+        w = self._pool[i]
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join()
+        w.conn.close()
+        if w.task is not None:
+            log.warning("worker %s: %s", w.process.pid, error)
+            w.task.future.set_exception(error)
+        self._pool[i] = self._spawn()
+
+    @staticmethod
+    def _death(w: _Worker) -> str:
+        w.process.join(timeout=5)
+        code = w.process.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return f"worker process {w.process.pid} died ({how})"
+
+    def _shutdown(self) -> None:
+        for task in self._queue:
+            task.future.cancel()
+        self._queue.clear()
+        for w in self._pool:
+            if w.task is not None:  # abandoned: nobody waits for it any more
+                w.process.kill()
+                w.task.future.cancel() or w.task.future.set_exception(WorkerLost("backend closed"))
+            else:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+        for w in self._pool:
+            w.process.join(timeout=10)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
 
 
-BACKENDS: Registry[type[Backend]] = Registry("backend")
+# -- Ray --------------------------------------------------------------------------------------------
+
+_RAY_THREADS: int | None = None
+
+
+def _ray_call(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """A Ray task: the worker set-up once per Ray worker process, then the call."""
+    global _RAY_THREADS
+    if _RAY_THREADS is None:
+        import torch
+
+        init_worker()
+        torch.set_num_threads(threads)
+        _RAY_THREADS = threads
+    return fn(*args)
+
+
+class RayBackend(Backend):
+    """Ray tasks, each claiming ``num_cpus`` and ``num_gpus``; ``address`` joins an existing cluster.
+
+    Without ``address`` a local Ray instance is started (and stopped on close). ``workers`` bounds
+    the calls in flight (default: the cluster's CPUs divided by ``num_cpus``). A task runs with
+    ``max(1, int(num_cpus))`` torch threads. On a cluster the run directory, the data and any
+    callable files must be on a file system every node sees at the same path, and nago-spec
+    installed in the nodes' environment. Time limits cancel the task with ``force=True``, which
+    kills its worker process; a worker or node that dies fails the call with WorkerLost.
+    """
+
+    def __init__(self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1.0,
+                 num_gpus: float = 0.0):
+        try:
+            import ray
+        except ImportError as exc:
+            raise NagoError("the ray backend needs Ray: pip install -c constraints.txt 'nago-spec[ray]'") from exc
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            local = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+            ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        self.workers = workers or max(1, int(cpus // num_cpus))
+        self._threads = max(1, int(num_cpus))
+        self._remote = ray.remote(_ray_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
+        self._timers: list[threading.Timer] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
+        ray = self._ray
+        ref = self._remote.remote(self._threads, fn, *args)
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        done = threading.Lock()  # the first of the task's end and its timer settles the future
+
+        def settle(ray_future: Future) -> None:
+            if not done.acquire(blocking=False):
+                return
+            exc = ray_future.exception()
+            if exc is None:
+                fut.set_result(ray_future.result())
+            elif isinstance(exc, ray.exceptions.RayTaskError):
+                fut.set_exception(exc.as_instanceof_cause())
+            elif isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                                  ray.exceptions.OutOfMemoryError, ray.exceptions.LocalRayletDiedError)):
+                fut.set_exception(WorkerLost(f"Ray worker died: {type(exc).__name__}: {exc}"))
+            else:
+                fut.set_exception(exc)
+
+        if timeout is not None:
+            def expire() -> None:
+                if done.acquire(blocking=False):
+                    ray.cancel(ref, force=True)
+                    fut.set_exception(TrialTimeout(timeout))
+
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            fut.add_done_callback(lambda _: timer.cancel())
+        ref.future().add_done_callback(settle)
+        return fut
+
+    def close(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
 BACKENDS.register("local", LocalBackend)
 BACKENDS.register("process", ProcessBackend)
+BACKENDS.register("ray", RayBackend)
 
 
-def make_backend(name: str, workers: int | None) -> Backend:
+def make_backend(name: str, workers: int | None, **options: Any) -> Backend:
+    """The backend ``name``; ``options`` (Ray's address, num_cpus, num_gpus) go to those that take them."""
+    if name == "ray":
+        return RayBackend(workers, **options)
     return BACKENDS.get(name)(workers)

@@ -11,6 +11,7 @@ from typing import Any
 
 from nago_spec import __version__
 from nago_spec.errors import DataError, NagoError, SpecError
+from nago_spec.spec import BACKEND_NAMES
 from runners.progress import MODES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -145,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
     r.add_argument("--seed", type=int)
     r.add_argument("--budget", type=int, help="evaluations in all (a resumed run may be extended)")
-    r.add_argument("--backend", help="local | process")
+    r.add_argument("--backend", choices=BACKEND_NAMES, help="where trials run (default: [run] backend)")
     r.add_argument("--workers", type=int)
     r.add_argument("--force-new", action="store_true", help="discard the run already in the directory")
     r.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
@@ -160,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("export", "redo final training and ONNX export of a run's Pareto set")):
         s = sub.add_parser(name, help=text)
         s.add_argument("run_dir", type=Path)
+        if name == "report":
+            s.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN_DIR",
+                           help="other runs of the same objectives (random search, ...) to draw on hv.png")
     return p
 
 
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from runners.run import report_run
 
-            print(report_run(args.run_dir))
+            print(report_run(args.run_dir, args.compare))
         elif args.command == "export":
             from runners.run import export_run
 

@@ -8,20 +8,21 @@ import shutil
 import socket
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nago_spec.errors import StoreError
+from nago_spec.errors import NagoError, StoreError
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
-from nago_spec.report import front, normalised_hv, write_report
+from nago_spec.report import Compared, front, normalised_hv, write_report
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
 from runners import worker
-from runners.backends import Backend, make_backend
+from runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
 from runners.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     strategy = STRATEGIES.get(spec.search.strategy)(
         problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
-    backend = make_backend(spec.run.backend, spec.run.workers)
+    backend = backend_of(spec)
     progress = Progress(opts.mode, total=spec.search.budget, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
@@ -142,20 +143,33 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     return run_dir
 
 
-def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall: float):
+def backend_of(spec: Spec) -> Backend:
+    r = spec.run
+    if r.backend == "ray":
+        return make_backend("ray", r.workers, address=r.address, num_cpus=r.num_cpus, num_gpus=r.num_gpus)
+    return make_backend(r.backend, r.workers)
+
+
+def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall: float,
+            compare: Sequence[Compared] = ()):
     return write_report(
         run_dir, name=spec.name, strategy=spec.search.strategy, budget=spec.search.budget, trials=trials,
         param_names=problem.space.names, objectives=problem.objectives, constraints=problem.constraints,
-        wall_seconds=wall,
+        wall_seconds=wall, initial=spec.search.initial, compare=compare,
     )
 
 
 def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem) -> None:
-    """Keep every worker busy until ``budget`` trials are finished (COMPLETE or FAILED)."""
+    """Keep every worker busy until ``budget`` trials are finished (COMPLETE or FAILED).
+
+    A trial whose worker died (WorkerLost) goes back to the front of the queue, at most
+    ``run.max_retries`` times; one that ran past ``run.trial_timeout`` fails (a hang would recur).
+    """
     budget = spec.search.budget
     all_trials = {t.id: t for t in store.trials()}
     queue = deque(t.id for t in all_trials.values() if t.state is TrialState.PENDING)
     running: dict[Future, int] = {}
+    lost: dict[int, int] = {}  # trial id -> workers that died under it in this process
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.FAILED) for t in all_trials.values())
     progress.start(finished, _summary(store, problem))
     while True:
@@ -172,7 +186,8 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
                 all_trials = {t.id: t for t in store.trials()}
             tid = queue.popleft()
             store.mark_running(tid, host=socket.gethostname())
-            fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, all_trials[tid].params)
+            fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, all_trials[tid].params,
+                                 timeout=spec.run.trial_timeout)
             running[fut] = tid
             progress.running(len(running))
         if not running:
@@ -182,8 +197,18 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
             tid = running.pop(fut)
             try:
                 out = fut.result()
-            except Exception as exc:  # a worker process that died: the trial's failure, not the run's
-                out = {"ok": False, "error": f"worker died: {type(exc).__name__}: {exc}"}
+            except WorkerLost as exc:
+                lost[tid] = lost.get(tid, 0) + 1
+                if lost[tid] <= spec.run.max_retries:
+                    store.requeue(tid, f"{exc}; re-queued ({lost[tid]} of {spec.run.max_retries} retries)")
+                    queue.appendleft(tid)
+                    progress.message(f"trial {tid}: {exc}; re-queued")
+                    continue
+                out = {"ok": False, "error": f"{exc} ({lost[tid]} time(s); max_retries = {spec.run.max_retries})"}
+            except TrialTimeout as exc:
+                out = {"ok": False, "error": f"{exc}; its worker was killed"}
+            except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
+                out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             params = all_trials[tid].params
             if out["ok"]:
                 store.complete(tid, out["values"], out["samples"])
@@ -265,7 +290,7 @@ def export_run(run_dir: Path, mode: str = "auto") -> Path:
     spec = load_spec(spec_file)
     data = worker.load_data(str(spec_file))
     problem = Evaluator(spec, run_dir).problem(DataShape.of(data) if data is not None else None)
-    backend = make_backend(spec.run.backend, spec.run.workers)
+    backend = backend_of(spec)
     try:
         with Store(run_dir / "study.db") as store:
             trials = store.trials()
@@ -280,26 +305,41 @@ def export_run(run_dir: Path, mode: str = "auto") -> Path:
     return run_dir / "models" / "manifest.json"
 
 
-def report_run(run_dir: Path) -> Path:
-    """``nago report DIR``: rewrite the report files from the store."""
+def report_run(run_dir: Path, compare: Sequence[Path] = ()) -> Path:
+    """``nago report DIR [--compare OTHER ...]``: rewrite the report files from the store.
+
+    Each ``compare`` run (random search, another strategy or seed) must have the same objectives;
+    its hypervolume curve is drawn on hv.png in a box shared by all the runs.
+    """
+    spec, problem = _open_run(run_dir)
+    signature = [(o.name, o.direction) for o in problem.objectives]
+    others = []
+    for other in compare:
+        ospec, oproblem = _open_run(other)
+        if [(o.name, o.direction) for o in oproblem.objectives] != signature:
+            raise NagoError(
+                f"--compare {other}: its objectives ({', '.join(o.name for o in oproblem.objectives)}) differ "
+                f"from {run_dir}'s ({', '.join(o.name for o in problem.objectives)})"
+            )
+        with Store(other / "study.db") as store:
+            others.append(Compared(f"{other.name} ({ospec.search.strategy})", store.trials()))
+    with Store(run_dir / "study.db") as store:
+        _report(spec, run_dir, store.trials(), problem, float(store.get_meta("wall_seconds") or 0), others)
+    return run_dir / "report.md"
+
+
+def _open_run(run_dir: Path):
+    """``(spec, problem)`` of an existing run directory."""
     spec_file = run_dir / "spec.toml"
     if not (run_dir / "study.db").exists() or not spec_file.exists():
         raise StoreError(f"{run_dir}: not a run directory (no study.db / spec.toml)")
     spec = load_spec(spec_file)
-    evaluator = Evaluator(spec, run_dir)
-    problem = evaluator.problem(None)
-    with Store(run_dir / "study.db") as store:
-        _report(spec, run_dir, store.trials(), problem, float(store.get_meta("wall_seconds") or 0))
-    return run_dir / "report.md"
+    return spec, Evaluator(spec, run_dir).problem(None)
 
 
 def status_text(run_dir: Path) -> str:
     """``nago status DIR``: one screen on where a run stands."""
-    spec_file = run_dir / "spec.toml"
-    if not (run_dir / "study.db").exists() or not spec_file.exists():
-        raise StoreError(f"{run_dir}: not a run directory (no study.db / spec.toml)")
-    spec = load_spec(spec_file)
-    problem = Evaluator(spec, run_dir).problem(None)
+    spec, problem = _open_run(run_dir)
     with Store(run_dir / "study.db") as store:
         s = _summary(store, problem)
         trials = store.trials()

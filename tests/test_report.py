@@ -66,3 +66,43 @@ def test_report_says_when_no_trial_is_feasible(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "No trial satisfies the constraints" in md and "| 0 | 0.1 | 5000 | 0 |" in md
     assert [r["trial"] for r in csv.DictReader((tmp_path / "pareto.csv").open())] == ["0"]
+
+
+def test_a_shared_box_puts_compared_runs_on_one_scale():
+    better = [_trial(10, 0.0, 1000.0)]  # dominates every point of TRIALS
+    box = front([*TRIALS, *better], OBJ, ())
+    own = hv_history(TRIALS, OBJ, ())[-1][1]
+    shared = hv_history(TRIALS, OBJ, (), box)[-1][1]
+    assert shared < own  # the box grew towards the better run's point
+    assert hv_history(better, OBJ, (), box)[-1][1] > shared
+
+
+def test_report_compares_runs_on_hv_png_and_in_report_md(tmp_path):
+    from nago_spec.report import Compared
+
+    random_run = [_trial(20, 0.3, 20000.0), _trial(21, 0.15, 7000.0)]
+    write_report(tmp_path, name="t", strategy="bo", budget=5, trials=TRIALS, param_names=["x"], objectives=OBJ,
+                 constraints=(), initial=2, compare=[Compared("baseline (random)", random_run)])
+    md = (tmp_path / "report.md").read_text()
+    assert "hypervolume compared, in one box" in md
+    assert f"{tmp_path.name} (bo), this run:" in md and "baseline (random):" in md and "after 2 evaluations" in md
+    assert (tmp_path / "hv.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_refuses_to_compare_runs_of_other_objectives(tmp_path):
+    from nago_spec.errors import NagoError
+    from runners.run import RunOptions, report_run, run
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    spec = repo / "specs" / "01_params_zdt1.toml"
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(spec, RunOptions(out=a, budget=3, backend="local", mode="quiet"))
+    run(spec, RunOptions(out=b, budget=3, backend="local", mode="quiet", seed=7))
+    assert report_run(a, [b]).read_text().count("after 3 evaluations") == 2
+    other = tmp_path / "other.toml"  # f2 maximised: the same names, another problem
+    other.write_text(spec.read_text().replace('direction = "minimize"\n\n[search]', 'direction = "maximize"\n\n[search]'))
+    (tmp_path / "problems.py").write_text((spec.parent / "problems.py").read_text())
+    c = tmp_path / "c"
+    run(other, RunOptions(out=c, budget=3, backend="local", mode="quiet"))
+    with pytest.raises(NagoError, match="objectives .* differ"):
+        report_run(a, [c])
