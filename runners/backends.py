@@ -3,7 +3,8 @@
 Every backend returns a ``concurrent.futures.Future`` per call and enforces the per-call time limit
 itself. Two failures are not the called function's own and arrive as exceptions through the future:
 
-- ``TrialTimeout``: the call ran past its limit; its worker was killed (and replaced).
+- ``TrialTimeout``: the call ran past its limit; it was interrupted, or its worker killed (and
+  replaced). The limit counts from the call's start in a worker that is ready, never its start-up.
 - ``WorkerLost``: the worker process died under the call (SIGKILL, the kernel's OOM killer, a
   segfault); the worker was replaced. The caller decides whether to run the call again.
 
@@ -13,6 +14,7 @@ Anything else the function raises is delivered through the future unchanged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -21,7 +23,7 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +42,32 @@ class TrialTimeout(BaseException):
     the call, and a user callable's ``except Exception`` must not swallow it.
     """
 
-    def __init__(self, seconds: float):
-        super().__init__(f"exceeded the trial time limit of {seconds:g} s")
+    def __init__(self, seconds: float, killed: bool = True):
+        how = "its worker was killed" if killed else "the call was interrupted"
+        super().__init__(f"exceeded the trial time limit of {seconds:g} s; {how}")
         self.seconds = seconds
+        self.killed = killed
+
+
+@contextlib.contextmanager
+def _alarm(timeout: float | None) -> Iterator[bool]:
+    """Raise TrialTimeout(killed=False) in the main thread once ``timeout`` seconds have passed
+    (SIGALRM; it interrupts Python code, and a C call only when it returns). Yields whether it is armed:
+    it cannot be off the main thread."""
+    if timeout is None or threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TrialTimeout(timeout, killed=False)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class WorkerLost(Exception):
@@ -83,26 +108,15 @@ class LocalBackend(Backend):
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
-        alarm = timeout is not None and threading.current_thread() is threading.main_thread()
-        if timeout is not None and not alarm:
-            log.warning("the local backend enforces trial_timeout only on the main thread; ignored")
-        previous = None
-        if alarm:
-            def expire(signum: int, frame: Any) -> None:
-                raise TrialTimeout(timeout)
-
-            previous = signal.signal(signal.SIGALRM, expire)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            result = fn(*args)
+            with _alarm(timeout) as armed:
+                if timeout is not None and not armed:
+                    log.warning("the local backend enforces trial_timeout only on the main thread; ignored")
+                result = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - delivered through the future like a pool would
             fut.set_exception(exc)
         else:
             fut.set_result(result)
-        finally:
-            if alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
         return fut
 
 
@@ -110,8 +124,10 @@ class LocalBackend(Backend):
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """A worker process: run each ``(fn, args)`` received, send back ``(ok, result or exception)``."""
+    """A worker process: say it is ready, then run each ``(fn, args)`` received and send back
+    ``(ok, result or exception)``."""
     init_worker()
+    conn.send(None)  # ready: a call's time limit must not count the worker's start-up (imports)
     while True:
         try:
             task = conn.recv()
@@ -144,6 +160,7 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     task: _Task | None = None
     deadline: float = float("inf")
+    ready: bool = False
 
 
 class ProcessBackend(Backend):
@@ -198,20 +215,27 @@ class ProcessBackend(Backend):
                 closing = self._closing
                 if not closing:
                     for w in self._pool:
-                        if w.task is None and self._queue:
+                        if w.ready and w.task is None and self._queue:
                             self._start(w, self._queue.popleft())
             if closing:
                 return self._shutdown()
             busy = [w for w in self._pool if w.task is not None]
+            starting = [w for w in self._pool if not w.ready]
             deadline = min((w.deadline for w in busy), default=float("inf"))
             wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
             ready = multiprocessing.connection.wait(
-                [self._wake_r] + [w.conn for w in busy] + [w.process.sentinel for w in self._pool], timeout=wait
+                [self._wake_r] + [w.conn for w in busy + starting] + [w.process.sentinel for w in self._pool],
+                timeout=wait,
             )
             if self._wake_r in ready:
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
             for i, w in enumerate(self._pool):
+                if not w.ready and w.conn in ready:
+                    try:
+                        w.ready = w.conn.recv() is None
+                    except (EOFError, OSError):  # died while starting: the sentinel says so below
+                        pass
                 if w.task is not None and w.conn in ready:
                     self._collect(i, w)
                 elif w.process.sentinel in ready:
@@ -284,8 +308,16 @@ class ProcessBackend(Backend):
 _RAY_THREADS: int | None = None
 
 
-def _ray_call(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """A Ray task: the worker set-up once per Ray worker process, then the call."""
+@dataclass(frozen=True)
+class _TimedOut:
+    """What a Ray task returns when its own alarm stopped the call (a BaseException would kill the worker)."""
+
+    seconds: float
+
+
+def _ray_call(threads: int, timeout: float | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """A Ray task: the worker set-up once per Ray worker process, then the call under its time limit,
+    which starts here, not at submission (a fresh Ray worker may take seconds to start)."""
     global _RAY_THREADS
     if _RAY_THREADS is None:
         import torch
@@ -293,7 +325,11 @@ def _ray_call(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
         init_worker()
         torch.set_num_threads(threads)
         _RAY_THREADS = threads
-    return fn(*args)
+    try:
+        with _alarm(timeout):
+            return fn(*args)
+    except TrialTimeout:
+        return _TimedOut(timeout)
 
 
 class RayBackend(Backend):
@@ -303,8 +339,10 @@ class RayBackend(Backend):
     the calls in flight (default: the cluster's CPUs divided by ``num_cpus``). A task runs with
     ``max(1, int(num_cpus))`` torch threads. On a cluster the run directory, the data and any
     callable files must be on a file system every node sees at the same path, and nago-spec
-    installed in the nodes' environment. Time limits cancel the task with ``force=True``, which
-    kills its worker process; a worker or node that dies fails the call with WorkerLost.
+    installed in the nodes' environment. A time limit runs from the task's start inside the worker
+    (an alarm, as in the local backend); a call stuck in C code is cancelled by the driver with
+    ``force=True``, killing its worker, ``HARD_LIMIT_GRACE`` seconds later. A worker or node that dies
+    fails the call with WorkerLost.
     """
 
     def __init__(self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1.0,
@@ -324,9 +362,13 @@ class RayBackend(Backend):
         self._remote = ray.remote(_ray_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
         self._timers: list[threading.Timer] = []
 
+    #: After the task's own alarm, how long the driver waits before it kills the worker: a call stuck in
+    #: C code ignores the alarm, and the task's start (worker start-up, queueing) is not timed by it.
+    HARD_LIMIT_GRACE = 60.0
+
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         ray = self._ray
-        ref = self._remote.remote(self._threads, fn, *args)
+        ref = self._remote.remote(self._threads, timeout, fn, *args)
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
         done = threading.Lock()  # the first of the task's end and its timer settles the future
@@ -336,7 +378,11 @@ class RayBackend(Backend):
                 return
             exc = ray_future.exception()
             if exc is None:
-                fut.set_result(ray_future.result())
+                result = ray_future.result()
+                if isinstance(result, _TimedOut):
+                    fut.set_exception(TrialTimeout(result.seconds, killed=False))
+                else:
+                    fut.set_result(result)
             elif isinstance(exc, ray.exceptions.RayTaskError):
                 fut.set_exception(exc.as_instanceof_cause())
             elif isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -351,7 +397,7 @@ class RayBackend(Backend):
                     ray.cancel(ref, force=True)
                     fut.set_exception(TrialTimeout(timeout))
 
-            timer = threading.Timer(timeout, expire)
+            timer = threading.Timer(timeout + max(self.HARD_LIMIT_GRACE, timeout), expire)
             timer.daemon = True
             timer.start()
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]

@@ -206,7 +206,7 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
                     continue
                 out = {"ok": False, "error": f"{exc} ({lost[tid]} time(s); max_retries = {spec.run.max_retries})"}
             except TrialTimeout as exc:
-                out = {"ok": False, "error": f"{exc}; its worker was killed"}
+                out = {"ok": False, "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
                 out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             params = all_trials[tid].params

@@ -35,6 +35,11 @@ def spins() -> None:  # pure Python, no sleeping: what the in-process alarm must
         pass
 
 
+def deaf_hang() -> None:  # blocks SIGALRM: only killing the worker stops it
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(600)
+
+
 def dies() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -198,6 +203,14 @@ def test_run_fails_a_trial_whose_worker_dies_more_than_max_retries(tmp_path):
 # -- Ray -------------------------------------------------------------------------------------------
 
 
+def test_the_time_limit_does_not_count_a_fresh_workers_start_up():
+    """A spawned worker imports torch before its first call (about a second, more on a busy machine):
+    a 0.5 s limit on a 0.1 s call must still pass. (time.sleep: a function of this module would be
+    imported, with torch, by the call itself.)"""
+    with ProcessBackend(1) as fresh:
+        assert fresh.submit(time.sleep, 0.1, timeout=0.5).result(timeout=120) is None
+
+
 @pytest.fixture(scope="module")
 def ray_backend():
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nago-spec[ray]')")
@@ -220,6 +233,13 @@ def test_ray_backend_runs_calls_in_parallel_and_reports_failures(ray_backend):
     _check_failures(ray_backend)
 
 
+def test_ray_backend_kills_a_call_its_alarm_cannot_stop(ray_backend, monkeypatch):
+    monkeypatch.setattr(ray_backend, "HARD_LIMIT_GRACE", 1.0)
+    with pytest.raises(TrialTimeout, match="its worker was killed"):
+        ray_backend.submit(deaf_hang, timeout=1.0).result(timeout=120)
+    assert ray_backend.submit(pid_after, 0.0).result(timeout=120) > 0
+
+
 def test_ray_backend_worker_death_is_worker_lost(ray_backend):
     with pytest.raises(WorkerLost):
         ray_backend.submit(dies).result(timeout=120)
@@ -235,4 +255,4 @@ def test_run_on_ray_records_failures_like_the_process_backend(tmp_path, ray_back
     failed = [t.error for t in trials if t.state is TrialState.FAILED]
     raised, timed_out = sorted(failed, key=lambda e: e.startswith("exceeded"))
     assert raised.endswith("raised ValueError: the first call raises")
-    assert timed_out == "exceeded the trial time limit of 4 s; its worker was killed"
+    assert timed_out == "exceeded the trial time limit of 4 s; the call was interrupted"  # the task's own alarm
