@@ -288,25 +288,54 @@ def write_report(
         lines += [f"- trial {t.id}: {(t.error or '').splitlines()[0] if t.error else ''}" for t in failed]
     manifest = run_dir / "models" / "manifest.json"
     if manifest.exists():
-        models = json.loads(manifest.read_text())["models"]
-        lines += ["", "## Exported models", ""]
-        lines += _md_table(
-            [
-                {
-                    "file": m["file"],
-                    "trial": m["trial"],
-                    "params": m["params"],
-                    "val accuracy": m["metrics"]["val_accuracy"],
-                    "test accuracy": m["metrics"].get("test_accuracy", ""),
-                    "max |ort - torch|": m["parity_max_abs_diff"],
-                }
-                for m in models
-            ],
-            ["file", "trial", "params", "val accuracy", "test accuracy", "max |ort - torch|"],
-        )
+        lines += _final_section(json.loads(manifest.read_text()))
     lines += ["", "Files: trials.csv, pareto.csv, pareto.png, hv.png" + (", models/" if manifest.exists() else ""), ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return fr
+
+
+def _final_section(m: dict[str, Any]) -> list[str]:
+    """report.md's final evaluation: mean ± std per generator point, then every exported model."""
+    f = m["final"]
+    aug = ", ".join(f"{k} {v}" for k, v in f["augment"].items() if v) or "none"
+    lines = ["", "## Final evaluation", "",
+             f"{f['samples']} architecture(s) per point, {f['epochs']:g} epochs, batch {f['batch_size']}, "
+             f"lr {f['lr']:g}, augmentation: {aug}; test accuracy on the held-out test split, mean ± std "
+             "over the samples.", ""]
+
+    def pm(d: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+        if d["mean"] is None:
+            return ""
+        text = f"{scale * d['mean']:.{digits}f}"
+        return text + (f" ± {scale * d['std']:.{digits}f}" if d["std"] is not None else "")
+
+    lines += _md_table(
+        [{"trial": p["trial"], "samples": p["samples"], "params": pm(p["params"], digits=0),
+          "test accuracy %": pm(p["test_accuracy"], 100), "val accuracy %": pm(p["val_accuracy"], 100)}
+         for p in m["points"]],
+        ["trial", "samples", "params", "test accuracy %", "val accuracy %"],
+    )
+    rows = []
+    for e in m["models"]:
+        row = {"file": e["file"], "params": e["params"], "test accuracy %": f"{100 * e['metrics']['test_accuracy']:.2f}",
+               "max abs(ort - torch)": f"{e['parity_max_abs_diff']:.1e}"}
+        for b, lat in (e.get("latency_ms") or {}).items():
+            n = b.removeprefix("batch_")
+            row[f"ort ms b{n}"] = f"{lat['onnxruntime']:.3f}"
+            row[f"torch ms b{n}"] = f"{lat['torch']:.3f}"
+            row[f"torch/ort b{n}"] = f"{lat['torch'] / lat['onnxruntime']:.2f}"
+        rows.append(row)
+    cols = ["file", "params", "test accuracy %"]
+    if any(e.get("latency_ms") for e in m["models"]):
+        cols += [f"{k} b{n}" for n in (1, 32) for k in ("ort ms", "torch ms", "torch/ort")]
+    lines += ["", "## Exported models", "",
+              "ONNX files in models/ (raw pixels in, normalisation inside; see models/manifest.json). "
+              "Latency: median of one forward pass, one thread, onnxruntime next to torch eager.", ""]
+    lines += _md_table(rows, [*cols, "max abs(ort - torch)"])
+    if m["failed"]:
+        lines += ["", "Failed final trainings:", ""]
+        lines += [f"- trial {x['trial']} sample {x['sample']}: {x['error'].splitlines()[0]}" for x in m["failed"]]
+    return lines
 
 
 def _constraint_text(c: ConstraintInfo) -> str:

@@ -261,13 +261,33 @@ class RunSpec:
     num_gpus: float = 0.0
 
 
+SELECT_NAMES = ("pareto", "top")
+
+
 @dataclass(frozen=True)
 class ExportSpec:
-    """What is exported at the end: the Pareto networks retrained and written to ONNX."""
+    """The final evaluation (NAGO.md §3): the chosen generator points, ``samples`` architectures
+    each, trained for ``final_epochs`` with augmentation, tested, and written to ONNX.
+
+    ``select``: "pareto" (the Pareto set, best first by ``order_by``) or "top" (the best complete,
+    feasible trials by ``order_by``); ``max_models`` caps the points. ``batch_size`` / ``lr`` default
+    to [train]'s. Augmentation: ``crop_padding`` (random crop of the zero-padded image), ``flip``
+    (horizontal, where the data allow it), ``cutout`` (side of a square set to the mean; the paper's
+    final protocol uses 16 on 32x32 images). ``latency``: time each model in onnxruntime and torch.
+    """
 
     onnx: bool = True
     final_epochs: float = 5.0
+    samples: int = 3
+    select: str = "pareto"
+    order_by: str | None = None  # an objective's name; None: the first objective
     max_models: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+    latency: bool = True
     opset: int = 20
 
 
@@ -491,9 +511,10 @@ class _Report:
             choices = [f"{section}.{v}" if section else v for v in valid]
             self.add(f"[{name}]", "unknown section" + did_you_mean(name, choices))
             return
-        hint = did_you_mean(key, valid) + hint
         if prefix and key in _TOP_KEYS:
             hint += f" ({key} is a top-level key: it must come before the first [section])"
+        else:
+            hint = did_you_mean(key, valid) + hint
         self.add(_at(prefix, key), "unknown key" + hint, value)
 
     def table(self, where: str, value: Any, header: str) -> dict[str, Any]:
@@ -764,9 +785,22 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     export = _simple(rep, "export", raw, ExportSpec, {
         "onnx": _boolean,
         "final_epochs": _number(gt=0),
+        "samples": _integer(ge=1),
+        "select": _choice("selection", SELECT_NAMES),
+        "order_by": _text,
         "max_models": _integer(ge=1),
+        "batch_size": _integer(ge=1),
+        "lr": _number(gt=0),
+        "crop_padding": _integer(ge=0),
+        "flip": _boolean,
+        "cutout": _integer(ge=0),
+        "latency": _boolean,
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
     })
+    names = [o.name for o in objectives]
+    if export.order_by is not None and names and export.order_by not in names:
+        rep.add("[export].order_by", "not an objective of this spec"
+                f"{did_you_mean(export.order_by, names)}; valid: {', '.join(names)}", export.order_by)
     return Spec(
         path=file,
         name=top.get("name", file.stem),

@@ -1,4 +1,5 @@
-"""SQLite store of a run: the resolved spec and every trial with its state, values and timings."""
+"""SQLite store of a run: the resolved spec, every trial with its state, values and timings, and the
+final trainings of the exported models."""
 
 from __future__ import annotations
 
@@ -81,6 +82,17 @@ class Store:
                     started REAL,
                     finished REAL,
                     attempts INTEGER NOT NULL DEFAULT 0)"""
+            )
+            c.execute(
+                """CREATE TABLE IF NOT EXISTS finals (
+                    trial INTEGER NOT NULL,
+                    sample INTEGER NOT NULL,
+                    key TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    entry TEXT,
+                    error TEXT,
+                    finished REAL,
+                    PRIMARY KEY (trial, sample))"""
             )
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
@@ -199,6 +211,36 @@ class Store:
             )
             for r in rows
         ]
+
+    # -- final training --------------------------------------------------------------------------
+    def save_final(self, trial_id: int, sample: int, key: str, entry: Mapping[str, Any] | None,
+                   error: str | None = None) -> None:
+        """Record one finished final training: its manifest ``entry`` (COMPLETE) or ``error`` (FAILED).
+
+        ``key`` identifies the final-training settings; rows of another key are stale.
+        """
+        state = TrialState.COMPLETE if entry is not None else TrialState.FAILED
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO finals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (trial_id, sample, key, state.value, None if entry is None else _dumps(dict(entry)), error,
+                 time.time()),
+            )
+
+    def finals(self, key: str) -> dict[tuple[int, int], dict[str, Any]]:
+        """``(trial, sample) -> {"state", "entry", "error"}`` of the final trainings done under ``key``."""
+        rows = self._conn.execute(
+            "SELECT trial, sample, state, entry, error FROM finals WHERE key = ? ORDER BY trial, sample", (key,)
+        ).fetchall()
+        return {
+            (r[0], r[1]): {"state": TrialState(r[2]), "entry": None if r[3] is None else json.loads(r[3]),
+                           "error": r[4]}
+            for r in rows
+        }
+
+    def clear_finals(self) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM finals")
 
     def next_trial_id(self) -> int:
         row = self._conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()

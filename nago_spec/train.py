@@ -43,6 +43,51 @@ class TrainResult:
     images_per_second: float
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation of raw training batches on the tensors (no PIL, no worker processes).
+
+    ``crop_padding``: each image is zero-padded by this many pixels on every side and a random
+    crop of the original size taken (RandomCrop(padding=p)); ``flip``: mirrored left-right with
+    probability 1/2; ``cutout``: a ``cutout x cutout`` square at a uniformly random centre (clipped at
+    the border) is set to ``fill``, the per-channel mean in raw pixels, so it becomes 0 after the
+    model's normalisation, as in DeVries & Taylor's Cutout.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+    fill: tuple[float, ...] = (0.0,)
+
+    def __bool__(self) -> bool:
+        return self.crop_padding > 0 or self.flip or self.cutout > 0
+
+    def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """Augmented float32 copy of the raw batch ``x`` (``N x C x H x W``), random draws from ``gen``."""
+        x = x.float()
+        n, c, h, w = x.shape
+        if self.crop_padding > 0:
+            p = self.crop_padding
+            padded = F.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen)
+            dx = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen)
+            rows = (dy + torch.arange(h).view(1, 1, h, 1)).expand(n, c, h, w + 2 * p)
+            cols = (dx + torch.arange(w).view(1, 1, 1, w)).expand(n, c, h, w)
+            x = padded.gather(2, rows).gather(3, cols)
+        if self.flip:
+            mirror = torch.rand(n, generator=gen) < 0.5
+            x = torch.where(mirror.view(n, 1, 1, 1), x.flip(3), x)
+        if self.cutout > 0:
+            half = self.cutout // 2
+            cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen)
+            cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen)
+            r, q = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+            hole = (r >= cy - half) & (r < cy - half + self.cutout) & (q >= cx - half) & (q < cx - half + self.cutout)
+            fill = torch.tensor(self.fill, dtype=x.dtype).view(1, -1, 1, 1).expand(1, c, 1, 1)
+            x = torch.where(hole, fill, x)
+        return x
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -55,6 +100,7 @@ def train(
     weight_decay: float = 5e-4,
     seed: int,
     max_seconds: float | None = None,
+    augment: Augment | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.x_train`` and score it on ``data.x_val``.
 
@@ -65,7 +111,8 @@ def train(
     rate on a per-step cosine from ``lr`` towards 0. Weight decay applies to conv and linear weights
     only. The global RNG (dropout) is reseeded from ``seed`` inside ``fork_rng``, so the same
     weights and seed give identical results and the caller's RNG state is untouched.
-    ``max_seconds`` stops training after the step that crosses it.
+    ``max_seconds`` stops training after the step that crosses it. ``augment`` transforms each
+    training batch, its random draws taken from the same seeded generator.
 
     Raises TrialError at the first non-finite training loss (step and epoch counted from 1).
     """
@@ -98,7 +145,8 @@ def train(
                     for g in groups:
                         g["lr"] = cosine_lr(lr, step, total)
                     idx = perm[b * batch : (b + 1) * batch]
-                    loss = F.cross_entropy(model(x_train[idx].float()), y_train[idx])
+                    xb = augment(x_train[idx], gen) if augment else x_train[idx].float()
+                    loss = F.cross_entropy(model(xb), y_train[idx])
                     value = loss.item()  # the NaN guard's one sync per step: under 3 % of a step on CPU
                     if not math.isfinite(value):
                         raise TrialError(

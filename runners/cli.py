@@ -1,4 +1,4 @@
-"""The ``nago`` command line: check, run, status, report, export."""
+"""The ``nago`` command line: check, run, draw, status, report, export, predict."""
 
 from __future__ import annotations
 
@@ -157,13 +157,24 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--trial", type=int, help="the trial to draw (run: default the best; spec: seeds the sample)")
     d.add_argument("--out", type=Path, required=True, help="the PNG file to write")
 
+    pr = sub.add_parser("predict", help="classify images or .npy batches with an exported ONNX model",
+                        description="Classify images or .npy batches with an exported ONNX model. "
+                                    "Exit 2 when a file is missing or unusable, 1 when the model is.")
+    pr.add_argument("model", type=Path, help="an ONNX classifier (one float32 input [batch, C, H, W])")
+    pr.add_argument("files", type=Path, nargs="+", help="image files (.png, .jpg, ...) or .npy arrays")
+    pr.add_argument("--top", type=int, default=1, help="classes shown per image (default 1)")
+    pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
     for name, text in (("status", "one screen on a run"), ("report", "rewrite report.md, CSVs and plots"),
-                       ("export", "redo final training and ONNX export of a run's Pareto set")):
+                       ("export", "final training and ONNX export of a run's chosen points (continues an interrupted one)")):
         s = sub.add_parser(name, help=text)
         s.add_argument("run_dir", type=Path)
         if name == "report":
             s.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN_DIR",
                            help="other runs of the same objectives (random search, ...) to draw on hv.png")
+        if name == "export":
+            s.add_argument("--force", action="store_true", help="retrain every model (default: only the missing ones)")
+            s.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
     return p
 
 
@@ -196,7 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             from runners.run import export_run
 
-            print(export_run(args.run_dir))
+            print(export_run(args.run_dir, args.progress, force=args.force))
+        elif args.command == "predict":
+            from nago_spec.predict import predict
+
+            try:
+                results = predict(args.model, args.files, top=args.top)
+            except DataError as exc:  # a file named on the command line that is missing or unusable: bad input
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if args.json:
+                print(json.dumps(results, indent=2))
+            else:
+                for r in results:
+                    print(f"{r['source']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]))
     except SpecError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)

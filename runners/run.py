@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import socket
+import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from typing import Any
 from nago_spec.errors import NagoError, StoreError
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
-from nago_spec.report import Compared, front, normalised_hv, write_report
+from nago_spec.report import Compared, Front, front, normalised_hv, write_report
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
@@ -129,10 +131,9 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
             fr = _report(spec, run_dir, trials, problem, wall)
-            chosen = export_selection(spec, fr.pareto, problem)
-            if spec.space.kind != "params" and spec.export.onnx and chosen and not _manifest_current(run_dir, spec, chosen):
-                progress.message(f"final training and ONNX export of {len(chosen)} Pareto model(s)")
-                export_models(spec, spec_file, run_dir, chosen, backend, problem)
+            chosen = export_selection(spec, fr, problem)
+            if spec.space.kind != "params" and spec.export.onnx and chosen:
+                export_models(spec, spec_file, run_dir, chosen, backend, problem, store, progress)
                 wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
                 _report(spec, run_dir, trials, problem, wall)
             store.set_meta("wall_seconds", str(wall))
@@ -234,73 +235,155 @@ def _summary(store: Store, problem) -> dict[str, Any]:
     return {"counts": counts, "best": best, "hypervolume": hv}
 
 
-def export_selection(spec: Spec, pareto: list[TrialRecord], problem) -> list[TrialRecord]:
-    """The Pareto trials to export: best first by the first objective, at most ``export.max_models``."""
-    ordered = sorted(pareto, key=lambda t: to_minimization([t.values], problem.objectives)[0][0])
+def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
+    """The generator points of the final evaluation, best first by ``export.order_by``.
+
+    ``select = "pareto"``: the Pareto set; ``"top"``: every complete trial, feasible ones only when
+    any is. At most ``export.max_models``.
+    """
+    names = [o.name for o in problem.objectives]
+    col = names.index(spec.export.order_by) if spec.export.order_by else 0
+    if spec.export.select == "pareto":
+        pool = fr.pareto
+    else:
+        pool = [t for t, ok in zip(fr.complete, fr.feasible) if ok] or list(fr.complete)
+    ordered = sorted(pool, key=lambda t: (to_minimization([t.values], problem.objectives)[0][col], t.id))
     return ordered[: spec.export.max_models] if spec.export.max_models else ordered
 
 
-def _manifest_current(run_dir: Path, spec: Spec, chosen: list[TrialRecord]) -> bool:
-    """Whether models/manifest.json already holds exactly these trials of this search."""
-    path = run_dir / "models" / "manifest.json"
-    if not path.exists():
-        return False
-    m = json.loads(path.read_text())
-    done = sorted([e["trial"] for e in m["models"]] + [e["trial"] for e in m["failed"]])
-    return m.get("spec_hash") == spec.search_hash() and done == sorted(t.id for t in chosen)
+def export_key(spec: Spec) -> str:
+    """Identifies the final-training settings: the search (less its budget) and [export]."""
+    blob = resume_key(spec) + json.dumps(spec.to_dict().get("export", {}), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def export_models(spec: Spec, spec_file: Path, run_dir: Path, ordered: list[TrialRecord], backend: Backend, problem) -> list[dict]:
-    """Final training and ONNX export of ``ordered`` trials into ``run_dir/models``; writes manifest.json."""
+def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
+                  problem, store: Store, progress: Progress | None = None) -> dict[str, Any]:
+    """Final training, test and ONNX export of ``export.samples`` architectures of each ``chosen``
+    point, into ``run_dir/models``; writes and returns manifest.json.
+
+    Each finished model is recorded in the store at once, so a killed export resumes with the
+    models still missing; rows of other settings (``export_key``) are ignored and their files
+    removed. A model whose worker died is re-queued up to ``run.max_retries`` times.
+    """
     models_dir = run_dir / "models"
-    shutil.rmtree(models_dir, ignore_errors=True)
-    models_dir.mkdir(parents=True)
-    futures = {
-        backend.submit(
-            worker.final_train_export, str(spec_file), str(run_dir), t.id, t.params, str(models_dir / f"trial_{t.id}.onnx")
-        ): t
-        for t in ordered
-    }
-    entries, errors = [], []
-    for fut, t in futures.items():
-        out = fut.result()
-        if out["ok"]:
-            entry = out["entry"]
-            entry["objectives"] = t.values
-            entries.append(entry)
-        else:
-            errors.append({"trial": t.id, "error": out["error"]})
-            log.error("export of trial %d failed: %s", t.id, out["error"])
-    manifest = {
+    models_dir.mkdir(parents=True, exist_ok=True)
+    key = export_key(spec)
+    done = store.finals(key)
+    queue = deque((t, k) for t in chosen for k in range(spec.export.samples) if (t.id, k) not in done)
+    if queue and progress is not None:
+        progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
+                         f"{len(chosen)} point(s)")
+    running: dict[Future, tuple[TrialRecord, int]] = {}
+    lost: dict[tuple[int, int], int] = {}
+    while queue or running:
+        while queue and len(running) < backend.workers:
+            t, k = queue.popleft()
+            fut = backend.submit(worker.final_train_export, str(spec_file), str(run_dir), t.id, t.params, k,
+                                 str(models_dir / f"trial_{t.id}_s{k}.onnx"))
+            running[fut] = (t, k)
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for fut in finished:
+            t, k = running.pop(fut)
+            try:
+                out = fut.result()
+            except WorkerLost as exc:
+                lost[t.id, k] = lost.get((t.id, k), 0) + 1
+                if lost[t.id, k] <= spec.run.max_retries:
+                    queue.appendleft((t, k))
+                    continue
+                out = {"ok": False, "error": f"{exc} ({lost[t.id, k]} time(s); max_retries = {spec.run.max_retries})"}
+            except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
+                out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            if out["ok"]:
+                store.save_final(t.id, k, key, {**out["entry"], "objectives": t.values})
+                if progress is not None:
+                    m = out["entry"]["metrics"]
+                    progress.message(f"trial {t.id} sample {k}: test accuracy {m['test_accuracy']:.4f}, "
+                                     f"{out['entry']['params']} params")
+            else:
+                store.save_final(t.id, k, key, None, out["error"])
+                log.error("final training of trial %d sample %d failed: %s", t.id, k, out["error"])
+    manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
+    keep = {m["file"] for m in manifest["models"]}
+    for f in models_dir.glob("*.onnx"):
+        if f.name not in keep:
+            f.unlink()
+    (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int, int], dict[str, Any]],
+                   problem, key: str) -> dict[str, Any]:
+    """models/manifest.json: one entry per model, a mean ± std summary per generator point."""
+    e = spec.export
+    models, failed, points = [], [], []
+    for t in chosen:
+        rows = [finals.get((t.id, k)) for k in range(e.samples)]
+        mine = [r["entry"] for r in rows if r is not None and r["entry"] is not None]
+        failed += [{"trial": t.id, "sample": k, "error": r["error"]}
+                   for k, r in enumerate(rows) if r is not None and r["entry"] is None]
+        models += mine
+        points.append({
+            "trial": t.id,
+            "generator_params": t.params,
+            "objectives": t.values,
+            "samples": len(mine),
+            "files": [m["file"] for m in mine],
+            "params": _mean_std([m["params"] for m in mine]),
+            "test_accuracy": _mean_std([m["metrics"]["test_accuracy"] for m in mine]),
+            "val_accuracy": _mean_std([m["metrics"]["val_accuracy"] for m in mine]),
+        })
+    return {
         "spec": spec.name,
         "spec_hash": spec.search_hash(),
-        "ordered_by": problem.objectives[0].name,
-        "models": entries,
-        "failed": errors,
+        "export_key": key,
+        "selection": e.select,
+        "ordered_by": e.order_by or problem.objectives[0].name,
+        "final": {
+            "epochs": e.final_epochs,
+            "samples": e.samples,
+            "batch_size": e.batch_size or spec.train.batch_size,
+            "lr": e.lr or spec.train.lr,
+            "augment": {"crop_padding": e.crop_padding, "flip": e.flip, "cutout": e.cutout},
+            "opset": e.opset,
+        },
+        "points": points,
+        "models": models,
+        "failed": failed,
     }
-    (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return entries
 
 
-def export_run(run_dir: Path, mode: str = "auto") -> Path:
-    """``nago export DIR``: redo the final training and export of a finished run."""
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation (None with fewer than two values)."""
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
+    """``nago export DIR``: the final training and export of a finished run, continuing an interrupted
+    one; ``force`` retrains every model."""
+    spec, _ = _open_run(run_dir)
+    if spec.space.kind == "params":
+        raise StoreError(f"{run_dir}: a plain-parameter run has no networks to export")
     spec_file = run_dir / "spec.toml"
-    if not (run_dir / "study.db").exists() or not spec_file.exists():
-        raise StoreError(f"{run_dir}: not a run directory (no study.db / spec.toml)")
-    spec = load_spec(spec_file)
     data = worker.load_data(str(spec_file))
     problem = Evaluator(spec, run_dir).problem(DataShape.of(data) if data is not None else None)
     backend = backend_of(spec)
+    progress = Progress(mode, total=0, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
+            if force:
+                store.clear_finals()
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0)
-        if spec.space.kind == "params":
-            raise StoreError(f"{run_dir}: a plain-parameter run has no networks to export")
-        fr = front(trials, problem.objectives, problem.constraints)
-        export_models(spec, spec_file, run_dir, export_selection(spec, fr.pareto, problem), backend, problem)
+            fr = front(trials, problem.objectives, problem.constraints)
+            export_models(spec, spec_file, run_dir, export_selection(spec, fr, problem), backend, problem, store,
+                          progress)
         _report(spec, run_dir, trials, problem, wall)
     finally:
+        progress.close()
         backend.close()
     return run_dir / "models" / "manifest.json"
 

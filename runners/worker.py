@@ -99,49 +99,57 @@ def evaluate_trial(spec_file: str, run_dir: str | None, trial_id: int, params: d
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}\n{''.join(tb).strip()}", "host": host}
 
 
-def final_train_export(spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], out: str) -> dict[str, Any]:
-    """Retrain trial ``trial_id``'s first architecture for the final budget, export it to ``out``.
+def final_train_export(
+    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str
+) -> dict[str, Any]:
+    """Train architecture ``sample`` of trial ``trial_id``'s generator point for the final budget, test
+    it, export it to ``out`` and time it.
 
-    Returns the model's manifest entry under ``"entry"``, or ``{"ok": False, "error"}``.
+    Returns ``{"ok": True, "entry": <manifest entry>}`` or ``{"ok": False, "error"}``.
     """
     try:
-        return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, Path(out))}
+        return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out))}
     except NagoError as exc:
         return {"ok": False, "error": str(exc)}
+    except MemoryError:
+        return {"ok": False, "error": "out of memory"}
     except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _final_train_export(spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], out: Path) -> dict[str, Any]:
+def _final_train_export(
+    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path
+) -> dict[str, Any]:
     import json
     import time
 
     from torch import nn
 
-    from nago_spec.errors import ExportError
-    from nago_spec.export import PARITY_TOLERANCE, export_onnx, parity
+    from nago_spec.export import INPUT_RANGE, check_parity, export_onnx, latency_ms
     from nago_spec.network import Normalize, build_network
     from nago_spec.pipeline import DataShape, sample_architecture
     from nago_spec.seeds import sample_seed
-    from nago_spec.train import evaluate, train
+    from nago_spec.train import Augment, evaluate, train
 
     evaluator = _evaluator(spec_file, run_dir)
     spec = evaluator.spec
+    e, t = spec.export, spec.train
     data = load_data(spec_file)
-    seed = sample_seed(spec.seed, trial_id, 0)
+    seed = sample_seed(spec.seed, trial_id, sample)  # sample 0 is the architecture the search trained
     arch = sample_architecture(spec, params, seed, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
-    t = spec.train
+    augment = Augment(e.crop_padding, e.flip, e.cutout, fill=tuple(255.0 * m for m in data.mean))
     start = time.perf_counter()
     result = train(
-        model, data, epochs=spec.export.final_epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
-        nesterov=t.nesterov, weight_decay=t.weight_decay, seed=seed,
+        model, data, epochs=e.final_epochs, batch_size=e.batch_size or t.batch_size, lr=e.lr or t.lr,
+        momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay, seed=seed, augment=augment,
     )
     train_seconds = time.perf_counter() - start
-    test_acc, _ = evaluate(model, data.x_test, data.y_test)
+    test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
     metrics = {
         "val_accuracy": result.val_accuracy,
         "test_accuracy": test_acc,
+        "test_loss": test_loss,
         "final_epochs": result.epochs,
         "train_seconds": round(train_seconds, 2),
     }
@@ -150,34 +158,41 @@ def _final_train_export(spec_file: str, run_dir: str, trial_id: int, params: dic
         model,
         out,
         input_shape=input_shape,
-        opset=spec.export.opset,
+        opset=e.opset,
         metadata={
             "nago.spec_hash": spec.search_hash(),
             "nago.trial": str(trial_id),
+            "nago.sample": str(sample),
             "nago.seed": str(seed),
             "nago.generator_params": json.dumps(params, sort_keys=True),
             "nago.metrics": json.dumps(metrics, sort_keys=True),
+            "nago.params": str(arch.param_count()),
             "nago.classes": json.dumps(list(data.classes)),
-            "nago.input": "float32 [batch, C, H, W], raw pixel values in [0, 255]",
+            "nago.input_shape": json.dumps(list(input_shape)),
+            "nago.input_range": json.dumps(list(INPUT_RANGE)),
+            "nago.input": "float32 [batch, C, H, W], raw pixel values in [0, 255]; normalisation is inside",
         },
     )
-    diff = parity(out, model, data.x_test[:256])
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"{out.name}: onnxruntime differs from torch by {diff:.2e} > {PARITY_TOLERANCE}")
+    agreement = check_parity(out, model, data.x_test[:256])
+    latency = {f"batch_{b}": latency_ms(out, model, input_shape, b) for b in (1, 32)} if e.latency else None
     return {
         "file": out.name,
         "trial": trial_id,
+        "sample": sample,
         "seed": seed,
         "params": arch.param_count(),
         "macs": arch.mac_count(),
         "generator_params": params,
         "metrics": metrics,
-        "parity_max_abs_diff": diff,
+        "latency_ms": latency,
+        "parity_max_abs_diff": agreement["max_abs_diff"],
+        "parity": agreement,
         "input": {
             "name": "image",
             "shape": ["batch", *input_shape],
             "dtype": "float32",
-            "range": [0, 255],
+            "range": list(INPUT_RANGE),
+            "preprocessing": "none: feed raw pixels (uint8 values as float32); the model normalises them",
             "normalisation": {"inside_model": True, "mean": list(data.mean), "std": list(data.std), "scale": 255},
         },
         "output": {"name": "logits", "shape": ["batch", data.num_classes]},

@@ -68,6 +68,7 @@ backend = "local"
 [export]
 final_epochs = 1
 max_models = 1
+samples = 2
 """
 
 

@@ -31,13 +31,27 @@ def test_tiny_spec_end_to_end(tiny_spec, tmp_path):
     assert len(rows) == 4 and {r["state"] for r in rows} == {"COMPLETE"}
     assert {"top.nodes", "top.p", "mid.nodes", "bottom.p", "error", "params"} <= set(rows[0])
     manifest = json.loads((out / "models" / "manifest.json").read_text())
-    assert len(manifest["models"]) == 1 and not manifest["failed"]
+    # max_models = 1 point, samples = 2 architectures of it, each trained, tested, exported and timed
+    assert len(manifest["models"]) == 2 and not manifest["failed"] and len(manifest["points"]) == 1
+    point = manifest["points"][0]
+    assert point["samples"] == 2 and sorted(point["files"]) == sorted(m["file"] for m in manifest["models"])
+    accs = [m["metrics"]["test_accuracy"] for m in manifest["models"]]
+    assert point["test_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert point["test_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert sorted(p.name for p in (out / "models").glob("*.onnx")) == sorted(point["files"])
     entry = manifest["models"][0]
+    assert {m["sample"] for m in manifest["models"]} == {0, 1} and len({m["seed"] for m in manifest["models"]}) == 2
     model_path = out / "models" / entry["file"]
     onnx.checker.check_model(str(model_path), full_check=True)
     meta = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
     assert meta["nago.trial"] == str(entry["trial"]) and "nago.spec_hash" in meta
+    assert json.loads(meta["nago.input_range"]) == [0, 255] and json.loads(meta["nago.input_shape"]) == [1, 8, 8]
+    assert json.loads(meta["nago.generator_params"]) == entry["generator_params"]
     assert entry["parity_max_abs_diff"] < 1e-4
+    for b in ("batch_1", "batch_32"):
+        assert entry["latency_ms"][b]["onnxruntime"] > 0 and entry["latency_ms"][b]["torch"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Final evaluation" in md and "## Exported models" in md and "torch/ort b32" in md
     # dynamic batch: 1 and 5 images
     sess = onnx_session(model_path)
     for n in (1, 5):

@@ -564,6 +564,12 @@ def test_every_strategy_option_default_is_a_toml_scalar_or_none():
         ("export", "max_models = 0", "[export].max_models = 0: must be an integer >= 1"),
         ("export", "opset = 16", "[export].opset = 16: must be an integer >= 17 and <= 23"),
         ("export", "opset = 24", "[export].opset = 24: must be an integer >= 17 and <= 23"),
+        ("export", "samples = 0", "[export].samples = 0: must be an integer >= 1"),
+        ("export", 'select = "best"', '[export].select = "best": unknown selection'),
+        ("export", 'order_by = "eror"', "[export].order_by = \"eror\": not an objective of this spec (did you mean 'error'?)"),
+        ("export", "cutout = -1", "[export].cutout = -1: must be an integer >= 0"),
+        ("export", "crop_padding = 1.5", "[export].crop_padding = 1.5: must be an integer"),
+        ("export", 'flip = "yes"', '[export].flip = "yes": must be true or false'),
     ],
 )
 def test_run_and_export_errors(tmp_path, section, body, line):

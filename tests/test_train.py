@@ -12,7 +12,7 @@ from torch import nn
 from nago_spec.data import Dataset, load_dataset
 from nago_spec.errors import TrialError
 from nago_spec.network import Normalize
-from nago_spec.train import TrainResult, cosine_lr, evaluate, param_groups, predict_logits, train
+from nago_spec.train import Augment, TrainResult, cosine_lr, evaluate, param_groups, predict_logits, train
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +152,58 @@ def test_bad_arguments(digits):
         train(small_cnn(digits), digits, epochs=0, batch_size=64, lr=0.1, seed=0)
     with pytest.raises(ValueError, match="no images"):
         evaluate(small_cnn(digits), digits.x_val[:0], digits.y_val[:0])
+
+
+def _windows(x: torch.Tensor, p: int) -> list[torch.Tensor]:
+    """Every crop of the original size from ``x`` (C x H x W) zero-padded by ``p``."""
+    h, w = x.shape[1:]
+    padded = torch.nn.functional.pad(x.float(), (p, p, p, p))
+    return [padded[:, i : i + h, j : j + w] for i in range(2 * p + 1) for j in range(2 * p + 1)]
+
+
+def test_random_crop_takes_a_window_of_the_padded_image_and_varies(digits):
+    x = digits.x_train[:64]
+    out = Augment(crop_padding=2)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    offsets = set()
+    for img, aug in zip(x, out):
+        hits = [k for k, win in enumerate(_windows(img, 2)) if torch.equal(win, aug)]
+        assert hits, "not a window of the padded image"
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # 25 possible offsets, drawn per image
+
+
+def test_flip_mirrors_about_half_the_images(digits):
+    x = digits.x_train[:200]
+    out = Augment(flip=True)(x, torch.Generator().manual_seed(0))
+    mirrored = [not torch.equal(a, b.float()) and torch.equal(a, b.float().flip(2)) for a, b in zip(out, x)]
+    kept = [torch.equal(a, b.float()) for a, b in zip(out, x)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 70 < sum(mirrored) < 130
+
+
+def test_cutout_fills_one_clipped_square_with_the_mean(digits):
+    x = digits.x_train[:100].float() + 1.0  # no pixel equals the fill by chance
+    aug = Augment(cutout=4, fill=(0.5,))
+    out = aug(x, torch.Generator().manual_seed(0))
+    for a, b in zip(out, x):
+        hole = a[0] != b[0]
+        assert torch.all(a[0][hole] == 0.5)
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4  # a square, clipped at the border
+        assert hole.sum() == len(rows) * len(cols)  # a full rectangle
+        assert torch.all(rows.diff() == 1) and torch.all(cols.diff() == 1)
+
+
+def test_augmentation_is_deterministic_given_the_seed_and_still_learns(digits):
+    aug = Augment(crop_padding=1, flip=False, cutout=3, fill=tuple(255 * m for m in digits.mean))
+    x = digits.x_train[:32]
+    assert torch.equal(aug(x, torch.Generator().manual_seed(5)), aug(x, torch.Generator().manual_seed(5)))
+    runs = []
+    for _ in range(2):
+        model = small_cnn(digits)
+        r = train(model, digits, epochs=6, batch_size=64, lr=0.1, seed=3, augment=aug)
+        runs.append((r.val_accuracy, r.train_loss))
+    assert runs[0] == runs[1]
+    assert runs[0][0] > 0.8
+    assert not Augment() and Augment(flip=True)

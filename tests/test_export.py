@@ -1,0 +1,182 @@
+"""Final training and ONNX export (issue 7): round trips of sampled architectures from the smallest to
+the largest the space allows, parity with torch on real test images, the manifest against the files,
+and an export that resumes, retrains on demand and follows its settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from nago_spec.data import load_dataset
+from nago_spec.errors import ExportError
+from nago_spec.export import PARITY_TOLERANCE, check_parity, export_onnx, latency_ms, onnx_session, parity
+from nago_spec.network import Normalize, build_network
+from nago_spec.pipeline import DataShape, build_space, sample_architecture
+from nago_spec.spec import load_spec
+from nago_spec.store import Store
+from nago_spec.train import train
+from runners.run import RunOptions, export_run, run
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+def _model(spec_path: Path, data, unit: float, seed: int = 0) -> tuple[nn.Module, dict]:
+    """The architecture at ``unit`` (0 = every searched parameter at its low end, 1 = its high end:
+    the most cells, nodes and operations the space allows), and its summary."""
+    spec = load_spec(spec_path)
+    space = build_space(spec)
+    arch = sample_architecture(spec, space.from_unit(np.full(space.dim, unit)), seed, DataShape.of(data))
+    return nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed)), arch.summary()
+
+
+def _calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Real BatchNorm statistics without training: cumulative averages over ``x`` in train mode."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 250):
+            model(x[i : i + 250].float())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("unit", [0.0, 0.5, 1.0])
+def test_round_trip_from_the_smallest_to_the_largest_architecture(digits, unit, tmp_path):
+    model, summary = _model(REPO / "specs" / "quickstart.toml", digits, unit)
+    train(model, digits, epochs=1, batch_size=64, lr=0.05, seed=0)
+    params = summary["params"]
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, input_shape=(1, 8, 8), opset=20, metadata={"nago.params": str(params)})
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 20
+    assert {p.key: p.value for p in proto.metadata_props}["nago.params"] == str(params)
+    assert parity(path, model, digits.x_test) <= PARITY_TOLERANCE  # all 360 real test digits
+    session = onnx_session(path)
+    for n in (1, 33):
+        assert session.run(None, {"image": digits.x_test[:n].float().numpy()})[0].shape == (n, 10)
+
+
+def test_the_largest_architecture_has_the_most_operations(digits):
+    """(Not the most parameters: the width follows param_budget, so more operations are narrower.)"""
+    ops = [_model(REPO / "specs" / "quickstart.toml", digits, u)[1]["op_nodes"] for u in (0.0, 0.5, 1.0)]
+    assert ops[0] < ops[1] < ops[2]
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason=f"no Fashion-MNIST at {FASHION} (a clone without ../shared)")
+def test_round_trip_of_the_largest_fashion_mnist_architecture(tmp_path):
+    data = load_dataset("idx", FASHION, limit=1000)
+    model, _ = _model(REPO / "specs" / "02_fashion_mnist.toml", data, 1.0)
+    _calibrate(model, data.x_train)
+    path = tmp_path / "big.onnx"
+    export_onnx(model, path, input_shape=(1, 28, 28))
+    onnx.checker.check_model(str(path), full_check=True)
+    # 192 operations, untrained: float32 rounding grows beyond 1e-4 in torch itself, and
+    # onnxruntime must then be as close to torch in float64 as torch in float32 is
+    agreement = check_parity(path, model, data.x_test[:256])
+    if agreement["max_abs_diff"] > PARITY_TOLERANCE:
+        assert agreement["float64_onnxruntime"] <= 2 * agreement["float64_torch"]
+
+
+def test_parity_check_refuses_a_wrong_export(digits, tmp_path):
+    model, _ = _model(REPO / "specs" / "quickstart.toml", digits, 0.5)
+    _calibrate(model, digits.x_train)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, input_shape=(1, 8, 8))
+    assert check_parity(path, model, digits.x_test)["float64_torch"] is None  # within 1e-4: no float64 run
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim == 4).mul_(1.01)  # torch's model moves on, the file not
+    with pytest.raises(ExportError, match="onnxruntime differs from torch"):
+        check_parity(path, model, digits.x_test)
+
+
+def test_latency_is_measured_for_both_runtimes(digits, tmp_path):
+    model, _ = _model(REPO / "specs" / "quickstart.toml", digits, 0.5)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, input_shape=(1, 8, 8))
+    lat = latency_ms(path, model, (1, 8, 8), 32, min_runs=3, min_seconds=0.0)
+    assert set(lat) == {"onnxruntime", "torch"} and all(v > 0 for v in lat.values())
+
+
+# -- the export step of a run ---------------------------------------------------------------------
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "models" / "manifest.json").read_text())
+
+
+def _stamps(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.onnx")}
+
+
+def test_manifest_matches_the_files_and_their_metadata(tiny_spec, tmp_path, digits):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
+    m = _manifest(out)
+    assert sorted(_stamps(out)) == sorted(e["file"] for e in m["models"])
+    for e in m["models"]:
+        path = out / "models" / e["file"]
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert (meta["nago.trial"], meta["nago.sample"], meta["nago.seed"]) == (
+            str(e["trial"]), str(e["sample"]), str(e["seed"]))
+        assert json.loads(meta["nago.metrics"]) == e["metrics"] and meta["nago.params"] == str(e["params"])
+        assert json.loads(meta["nago.classes"]) == e["classes"] == list(digits.classes)
+        assert e["input"]["shape"] == ["batch", 1, 8, 8] and e["input"]["range"] == [0, 255]
+        logits = onnx_session(path).run(None, {"image": digits.x_test.float().numpy()})[0]
+        acc = float((logits.argmax(1) == digits.y_test.numpy()).mean())
+        assert acc == pytest.approx(e["metrics"]["test_accuracy"], abs=1e-9)  # the file is the model tested
+    assert m["final"]["samples"] == 2 and m["spec_hash"]
+
+
+def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
+    first = _stamps(out)
+    assert len(first) == 2
+    # what a kill during the second model's training leaves behind: its row and file missing
+    lost = _manifest(out)["models"][1]
+    with Store(out / "study.db") as s:
+        s._conn.execute("DELETE FROM finals WHERE trial = ? AND sample = ?", (lost["trial"], lost["sample"]))
+    (out / "models" / lost["file"]).unlink()
+    export_run(out, "quiet")
+    resumed = _stamps(out)
+    assert sorted(resumed) == sorted(first)
+    assert all(resumed[f] == first[f] for f in first if f != lost["file"])  # only the missing one retrained
+    export_run(out, "quiet", force=True)
+    assert all(t != first[f] for f, t in _stamps(out).items())
+    # other settings of [export]: the old models are stale, retrained and their files replaced
+    top = tmp_path / "top.toml"
+    top.write_text(tiny_spec.read_text().replace("max_models = 1\nsamples = 2",
+                                                 'max_models = 2\nsamples = 1\nselect = "top"\norder_by = "params"'))
+    run(top, RunOptions(out=out, budget=3, mode="quiet"))
+    m = _manifest(out)
+    with Store(out / "study.db") as s:
+        smallest = sorted((t.values["params"], t.id) for t in s.trials())[:2]
+    assert [p["trial"] for p in m["points"]] == [i for _, i in smallest]
+    assert sorted(_stamps(out)) == sorted(f"trial_{i}_s0.onnx" for _, i in smallest)
+    assert m["selection"] == "top" and m["ordered_by"] == "params"
+
+
+def test_augmented_final_training_is_recorded(tiny_spec, tmp_path):
+    spec = tmp_path / "aug.toml"
+    spec.write_text(tiny_spec.read_text().replace("samples = 2", "samples = 1\ncrop_padding = 1\ncutout = 3\nlatency = false"))
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, budget=2, mode="quiet"))
+    m = _manifest(out)
+    assert m["final"]["augment"] == {"crop_padding": 1, "flip": False, "cutout": 3}
+    assert m["models"][0]["latency_ms"] is None
+    assert "augmentation: crop_padding 1, cutout 3" in (out / "report.md").read_text()
