@@ -299,9 +299,9 @@ def _final_section(m: dict[str, Any]) -> list[str]:
     f = m["final"]
     aug = ", ".join(f"{k} {v}" for k, v in f["augment"].items() if v) or "none"
     lines = ["", "## Final evaluation", "",
-             f"{f['samples']} architecture(s) per point, {f['epochs']:g} epochs, batch {f['batch_size']}, "
-             f"lr {f['lr']:g}, augmentation: {aug}; test accuracy on the held-out test split, mean ± std "
-             "over the samples.", ""]
+             (f"{f['samples']} architecture(s) per point, {f['epochs']:g} epochs, batch {f['batch_size']}, "
+              f"lr {f['lr']:g}, augmentation: {aug}; test accuracy on the held-out test split, mean ± std "
+              "over the samples."), ""]
 
     def pm(d: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
         if d["mean"] is None:
@@ -329,8 +329,8 @@ def _final_section(m: dict[str, Any]) -> list[str]:
     if any(e.get("latency_ms") for e in m["models"]):
         cols += [f"{k} b{n}" for n in (1, 32) for k in ("ort ms", "torch ms", "torch/ort")]
     lines += ["", "## Exported models", "",
-              "ONNX files in models/ (raw pixels in, normalisation inside; see models/manifest.json). "
-              "Latency: median of one forward pass, one thread, onnxruntime next to torch eager.", ""]
+              ("ONNX files in models/ (raw pixels in, normalisation inside; see models/manifest.json). "
+               "Latency: median of one forward pass, one thread, onnxruntime next to torch eager."), ""]
     lines += _md_table(rows, [*cols, "max abs(ort - torch)"])
     if m["failed"]:
         lines += ["", "Failed final trainings:", ""]

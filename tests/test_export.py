@@ -15,7 +15,14 @@ from torch import nn
 
 from nago_spec.data import load_dataset
 from nago_spec.errors import ExportError
-from nago_spec.export import PARITY_TOLERANCE, check_parity, export_onnx, latency_ms, onnx_session, parity
+from nago_spec.export import (
+    PARITY_TOLERANCE,
+    check_parity,
+    export_onnx,
+    latency_ms,
+    onnx_session,
+    parity,
+)
 from nago_spec.network import Normalize, build_network
 from nago_spec.pipeline import DataShape, build_space, sample_architecture
 from nago_spec.spec import load_spec
