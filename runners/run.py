@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import socket
 import statistics
@@ -295,6 +296,8 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[Trial
                 out = {"ok": False, "error": f"{exc} ({lost[t.id, k]} time(s); max_retries = {spec.run.max_retries})"}
             except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
                 out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            if out["ok"] and not _finite(out["entry"]["metrics"]):
+                out = {"ok": False, "error": f"non-finite metrics: {out['entry']['metrics']}"}
             if out["ok"]:
                 store.save_final(t.id, k, key, {**out["entry"], "objectives": t.values})
                 if progress is not None:
@@ -311,6 +314,10 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[Trial
             f.unlink()
     (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def _finite(metrics: dict[str, Any]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
 
 def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int, int], dict[str, Any]],
