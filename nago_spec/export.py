@@ -95,18 +95,6 @@ def onnx_session(path: Path):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def parity(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Max |onnxruntime - torch| over the logits of raw images ``x`` (uint8 or float, N x C x H x W)."""
-    x = x.float()
-    model = model.eval()
-    with torch.inference_mode():
-        expected = model(x).numpy()
-    got = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy().astype(np.float32)})[0]
-    if got.shape != expected.shape:
-        raise ExportError(f"{path}: onnxruntime output shape {got.shape} != torch {expected.shape}")
-    return float(np.abs(got - expected).max())
-
-
 def check_parity(path: Path, model: torch.nn.Module, x: torch.Tensor) -> dict[str, float | None]:
     """Check the export at ``path`` against ``model`` on raw images ``x``; raise ExportError if it is off.
 

@@ -21,7 +21,6 @@ from nago_spec.export import (
     export_onnx,
     latency_ms,
     onnx_session,
-    parity,
 )
 from nago_spec.network import Normalize, build_network
 from nago_spec.pipeline import DataShape, build_space, sample_architecture
@@ -72,7 +71,7 @@ def test_round_trip_from_the_smallest_to_the_largest_architecture(digits, unit, 
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 20
     assert {p.key: p.value for p in proto.metadata_props}["nago.params"] == str(params)
-    assert parity(path, model, digits.x_test) <= PARITY_TOLERANCE  # all 360 real test digits
+    assert check_parity(path, model, digits.x_test)["max_abs_diff"] <= PARITY_TOLERANCE  # all 360 test digits
     session = onnx_session(path)
     for n in (1, 33):
         assert session.run(None, {"image": digits.x_test[:n].float().numpy()})[0].shape == (n, 10)
