@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import struct
+import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,9 @@ FASHION_MNIST_CLASSES = (
 #: The seed of the digits test split. Fixed on purpose: the test set must not depend on the run seed.
 DIGITS_TEST_SEED = 20240917
 DIGITS_TEST_FRACTION = 0.2
+#: The same for an .npz or image folder without a test split of its own.
+CARVED_TEST_SEED = DIGITS_TEST_SEED
+CARVED_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,10 +149,12 @@ def load_dataset(
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
-    """A tensor owning writable, contiguous memory (loaders may hand out read-only views of file bytes)."""
+    """A tensor owning writable, contiguous memory (loaders may hand out read-only views of file bytes),
+    with row-major strides even along size-1 dimensions (numpy leaves those arbitrary, and a
+    1-channel image batch's strides decide which memory format a convolution uses)."""
     if not (a.flags.writeable and a.flags.c_contiguous):
         a = np.array(a, order="C")
-    return torch.from_numpy(a)
+    return torch.from_numpy(a).view(-1).view(a.shape)
 
 
 # -- splitting -------------------------------------------------------------------------------------
@@ -330,3 +338,211 @@ def _read_idx_images(file: Path) -> np.ndarray:
 def _read_idx_labels(file: Path) -> np.ndarray:
     """uint8 ``N``."""
     return _read_idx(file, _IDX_LABELS_MAGIC, 1, "uint8 labels, 1 dimension")
+
+
+# -- npz -------------------------------------------------------------------------------------------
+
+
+def _carve_test(where: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_test, y_test)``: a stratified CARVED_TEST_FRACTION of ``x`` set aside as test.
+
+    The seed is CARVED_TEST_SEED, not the run seed, so the test split is the same in every run.
+    """
+    test = _stratified_pick(y, CARVED_TEST_FRACTION, np.random.default_rng(CARVED_TEST_SEED))
+    if not test.any():
+        raise DataError(f"{where}: too few images per class to carve a test split ({len(y)} images)")
+    log.info("%s: no test split of its own; carved a stratified %.0f %% of the training images",
+             where, 100 * CARVED_TEST_FRACTION)
+    return x[~test], y[~test], x[test], y[test]
+
+
+def _as_nchw(where: str, name: str, x: np.ndarray) -> np.ndarray:
+    """uint8 images ``N x H x W``, ``N x H x W x C`` (C in 1, 3, 4 and H > 4) or ``N x C x H x W`` as NCHW."""
+    if x.dtype != np.uint8:
+        raise DataError(f"{where}: '{name}' must hold uint8 pixels (0..255), but got {x.dtype} "
+                        "(scale and cast it: (x * 255).round().astype(np.uint8) for floats in [0, 1])")
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    if x.ndim != 4:
+        raise DataError(f"{where}: '{name}' must be images [N, H, W], [N, H, W, C] or [N, C, H, W], "
+                        f"but got shape {list(x.shape)}")
+    if x.shape[3] in (1, 3, 4) and x.shape[1] > 4:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+@DATASETS.register("npz")
+def _load_npz(path: Path | None) -> LoaderOutput:
+    """A NumPy ``.npz`` file with arrays ``x`` (uint8 images) and ``y`` (integer labels), optionally
+    ``x_test`` and ``y_test``, and ``classes`` (one name per label).
+
+    Images may be ``N x H x W`` (grey), ``N x H x W x C`` (C = 1, 3 or 4) or ``N x C x H x W``. Without
+    ``x_test`` / ``y_test`` a seeded, stratified 20 % of ``x`` becomes the test split (seed
+    CARVED_TEST_SEED, the same in every run), so the search never sees it. Class names default to
+    "0".."K-1", K = largest label + 1.
+    """
+    if path is None:
+        raise DataError("npz: needs a path (an .npz file with arrays x and y)")
+    if not path.is_file():
+        raise DataError(f"npz: {path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"npz: {path}: not a readable .npz file ({exc})") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one bare array
+        raise DataError(f"npz: {path}: not a readable .npz file (it holds one {type(loaded).__name__}, not named "
+                        "arrays; save with np.savez(path, x=..., y=...))")
+    where = f"npz: {path}"
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{where}: missing array {', '.join(repr(k) for k in missing)}; "
+                        f"holds {', '.join(repr(k) for k in arrays) or 'no arrays'}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{where}: holds {'x_test' if 'x_test' in arrays else 'y_test'} without "
+                        f"{'y_test' if 'x_test' in arrays else 'x_test'}: give both or neither")
+    splits = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays else [])
+    out: list[np.ndarray] = []
+    for xk, yk in splits:
+        x, y = _as_nchw(where, xk, arrays[xk]), arrays[yk]
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: '{yk}' must be integer labels [N], but got {y.dtype} {list(y.shape)}")
+        if len(x) != len(y):
+            raise DataError(f"{where}: {len(x)} images in '{xk}' but {len(y)} labels in '{yk}'")
+        if len(y) and int(y.min()) < 0:
+            raise DataError(f"{where}: '{yk}' holds negative labels (min {int(y.min())})")
+        out += [x, y.astype(np.int64)]
+    if len(out) == 2:
+        out = list(_carve_test(where, out[0], out[1]))
+    k = int(max(out[1].max(initial=0), out[3].max(initial=0))) + 1
+    names = tuple(str(i) for i in range(k))
+    if "classes" in arrays:
+        given = arrays["classes"]
+        if given.ndim != 1 or given.dtype.kind not in "US" or len(given) != k:
+            raise DataError(f"{where}: 'classes' must be {k} strings (one per label 0..{k - 1}), "
+                            f"but got {given.dtype} {list(given.shape)}")
+        names = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in given.tolist())
+    return out[0], out[1], out[2], out[3], names
+
+
+# -- image folders ---------------------------------------------------------------------------------
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+_GREY_MODES = ("1", "L", "LA", "I", "F")
+
+
+def _pixels(img) -> tuple[np.ndarray, bool]:
+    """``(uint8 H x W or H x W x 3, grey)`` of a PIL image. 16-bit grey is scaled to 8 bits (not
+    clipped); a palette or colour image whose three channels are equal counts as grey."""
+    if img.mode.startswith("I;16"):
+        return (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8), True
+    if img.mode in _GREY_MODES:
+        return np.asarray(img.convert("L")), True
+    rgb = np.asarray(img.convert("RGB"))
+    if img.mode in ("P", "PA") and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return np.ascontiguousarray(rgb[..., 0]), True
+    return rgb, False
+
+
+def _folder_members(path: Path) -> list[tuple[str, str, str, Callable[[], bytes]]]:
+    """``(split, class, name, read)`` for every image ``[root/]split/class/name`` under a directory or in
+    a tar, sorted; a directory and the tar of it give the same members.
+
+    The members may sit under one common folder (a tar of ``cifar10/train/...``); two different
+    roots holding ``train/`` are refused rather than merged.
+    """
+    found: list[tuple[tuple[str, ...], str, str, str, Callable[[], bytes]]] = []
+
+    def keep(parts: tuple[str, ...]) -> bool:
+        return (len(parts) >= 3 and not any(p.startswith(".") for p in parts)
+                and parts[-1].lower().endswith(IMAGE_SUFFIXES))
+
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            parts = file.relative_to(path).parts
+            if keep(parts) and file.is_file():
+                found.append((parts[:-3], *parts[-3:], file.read_bytes))
+    else:
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                for member in tar:  # sequential: a .tar.gz is read in one pass, nothing goes to disk
+                    parts = tuple(p for p in member.name.split("/") if p not in ("", "."))
+                    if member.isfile() and keep(parts):
+                        blob = tar.extractfile(member).read()
+                        found.append((parts[:-3], *parts[-3:], lambda blob=blob: blob))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"image-folder: {path}: not a readable tar archive ({exc})") from exc
+    roots = sorted({m[0] for m in found if m[1] == "train"})
+    if len(roots) > 1:
+        shown = ", ".join("/".join((*r, "train")) for r in roots[:3])
+        raise DataError(f"image-folder: {path}: {len(roots)} folders hold train/ ({shown}); give the path of one")
+    if roots:
+        found = [m for m in found if m[0] == roots[0]]
+    return sorted((m[1:] for m in found), key=lambda m: m[:3])
+
+
+@DATASETS.register("image-folder")
+def _load_image_folder(path: Path | None) -> LoaderOutput:
+    """Images in ``train/<class>/<file>`` and ``test/<class>/<file>``, in a directory or a tar archive
+    (``.tar``, ``.tar.gz``, ``.tgz``; read straight from the archive, nothing is extracted).
+
+    Class names, and so labels, are the sorted class directory names of ``train``. Files are decoded
+    with PIL (suffixes IMAGE_SUFFIXES; other files and dot-files are skipped); grey images stay one
+    channel unless any image has colour, then all are RGB. Every image must have the same size. Without
+    a ``test`` split a seeded, stratified 20 % of ``train`` is set aside as test (as for npz); splits
+    other than train and test are ignored.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if path is None:
+        raise DataError("image-folder: needs a path (a directory or .tar.gz of split/class/image files)")
+    if not path.exists():
+        raise DataError(f"image-folder: {path}: no such file or directory")
+    if not path.is_dir() and not tarfile.is_tarfile(path):
+        raise DataError(f"image-folder: {path}: neither a directory nor a tar archive (.tar, .tar.gz, .tgz)")
+    members = _folder_members(path)
+    where = f"image-folder: {path}"
+    classes = tuple(sorted({c for s, c, _, _ in members if s == "train"}))
+    if not classes:
+        raise DataError(f"{where}: no images in train/<class>/ (expected split/class/image files, "
+                        f"suffixes {', '.join(IMAGE_SUFFIXES)})")
+    label = {c: i for i, c in enumerate(classes)}
+    images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    labels: dict[str, list[int]] = {"train": [], "test": []}
+    first: tuple[str, tuple[int, int]] | None = None
+    colour = False
+    for split, cls, name, read in members:
+        if split not in images:
+            continue
+        member = f"{split}/{cls}/{name}"
+        if cls not in label:
+            raise DataError(f"{where}: {member}: class '{cls}' has no training images")
+        try:
+            with Image.open(io.BytesIO(read())) as img:
+                img.load()
+                pixels, grey = _pixels(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{where}: {member}: cannot decode the image ({exc})") from exc
+        size = pixels.shape[:2]
+        if first is None:
+            first = (member, size)
+        elif size != first[1]:
+            raise DataError(f"{where}: {member} is {size[0]}x{size[1]} (HxW), but {first[0]} is "
+                            f"{first[1][0]}x{first[1][1]}: all images must have one size")
+        colour |= not grey
+        images[split].append(pixels)
+        labels[split].append(label[cls])
+
+    def stack(split: str) -> np.ndarray:
+        hwc = [p[:, :, None] if p.ndim == 2 else p for p in images[split]]
+        if colour:
+            hwc = [np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p for p in hwc]
+        return np.ascontiguousarray(np.stack(hwc).transpose(0, 3, 1, 2))
+
+    x, y = stack("train"), np.asarray(labels["train"], dtype=np.int64)
+    if not labels["test"]:
+        return (*_carve_test(where, x, y), classes)
+    return x, y, stack("test"), np.asarray(labels["test"], dtype=np.int64), classes
