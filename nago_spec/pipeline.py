@@ -16,7 +16,7 @@ from nago_spec.objectives import adapt_callable as _adapt
 from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
 from nago_spec.seeds import sample_seed
 from nago_spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from nago_spec.spec import Range, Spec
+from nago_spec.spec import Range, Spec, TrainSpec
 
 LEVELS = ("top", "mid", "bottom")
 
@@ -151,6 +151,34 @@ def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape:
     )
 
 
+def fit(model: Any, data: Any, t: TrainSpec, seed: int, *, max_seconds: float | None = None) -> Any:
+    """Train ``model`` in place as ``t`` says (nago_spec.train.train) and return its TrainResult.
+
+    ``max_seconds`` defaults to ``t.max_seconds``. Cutout fills with the training split's mean
+    pixel, which the model's normalisation maps to 0.
+    """
+    from nago_spec.train import Augment, train
+
+    augment = Augment(t.crop_padding, t.flip, t.cutout, fill=tuple(255.0 * m for m in data.mean))
+    return train(
+        model,
+        data,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        seed=seed,
+        optimizer=t.optimizer,
+        momentum=t.momentum,
+        nesterov=t.nesterov,
+        weight_decay=t.weight_decay,
+        warmup_epochs=t.warmup_epochs,
+        label_smoothing=t.label_smoothing,
+        augment=augment if augment else None,
+        channels_last=t.channels_last,
+        max_seconds=max_seconds if max_seconds is not None else t.max_seconds,
+    )
+
+
 class Evaluator:
     """Evaluates points of a spec: samples, trains and scores architectures (or calls a black box).
 
@@ -222,7 +250,6 @@ class Evaluator:
         from torch import nn
 
         from nago_spec.network import Normalize, build_network
-        from nago_spec.train import train
 
         shape = DataShape.of(data)
         t = self.spec.train
@@ -232,18 +259,7 @@ class Evaluator:
             start = time.perf_counter()
             arch = sample_architecture(self.spec, params, seed, shape)
             model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
-            result = train(
-                model,
-                data,
-                epochs=t.epochs,
-                batch_size=t.batch_size,
-                lr=t.lr,
-                momentum=t.momentum,
-                nesterov=t.nesterov,
-                weight_decay=t.weight_decay,
-                seed=seed,
-                max_seconds=t.max_seconds,
-            )
+            result = fit(model, data, t, seed)
             ctx = EvalContext(
                 params=dict(params), seed=seed, architecture=arch, model=model, data=data,
                 train_result=result, run_dir=self.run_dir,

@@ -28,7 +28,7 @@ from nago_spec.objectives import OBJECTIVES
 from nago_spec.registry import did_you_mean
 
 SUPPORTED_VERSION = 1
-DATASET_NAMES = ("digits", "idx")
+DATASET_NAMES = ("digits", "idx", "npz", "image-folder")
 SPACE_KINDS = ("hnag", "rnag", "params")
 STRATEGY_NAMES = ("bo", "evolution", "random")
 BACKEND_NAMES = ("local", "process", "ray")
@@ -194,16 +194,38 @@ class SpaceSpec:
         return {"hnag": LEVELS, "rnag": (RNAG_LEVEL,)}.get(self.kind, ())
 
 
+OPTIMIZER_NAMES = ("sgd", "adamw")
+#: ``lr`` and ``weight_decay`` when the spec leaves them out, per optimizer.
+OPTIMIZER_DEFAULTS = {"sgd": {"lr": 0.05, "weight_decay": 5e-4}, "adamw": {"lr": 2e-3, "weight_decay": 0.05}}
+#: [train] keys that only SGD uses.
+SGD_ONLY_KEYS = ("momentum", "nesterov")
+
+
 @dataclass(frozen=True)
 class TrainSpec:
-    """How each sampled network is trained (SGD); ``epochs`` may be fractional."""
+    """How each sampled network is trained (nago_spec.train.train); ``epochs`` may be fractional.
+
+    ``optimizer``: "sgd" (``momentum``, ``nesterov``) or "adamw"; ``lr`` and ``weight_decay``
+    default per optimizer (OPTIMIZER_DEFAULTS). The rate warms up linearly over ``warmup_epochs``,
+    then follows a cosine to 0. Augmentation of the training batches: ``crop_padding`` (random crop
+    of the zero-padded image), ``flip`` (horizontal, where the data allow it), ``cutout`` (side of a
+    square set to the mean). ``channels_last``: true, false or "auto" (where it pays).
+    ``max_seconds`` caps each architecture's training time.
+    """
 
     epochs: float = 2.0
     batch_size: int = 128
+    optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+    channels_last: bool | str = "auto"
     samples_per_point: int = 1
     max_seconds: float | None = None
 
@@ -270,10 +292,10 @@ class ExportSpec:
     each, trained for ``final_epochs`` with augmentation, tested, and written to ONNX.
 
     ``select``: "pareto" (the Pareto set, best first by ``order_by``) or "top" (the best complete,
-    feasible trials by ``order_by``); ``max_models`` caps the points. ``batch_size`` / ``lr`` default
-    to [train]'s. Augmentation: ``crop_padding`` (random crop of the zero-padded image), ``flip``
-    (horizontal, where the data allow it), ``cutout`` (side of a square set to the mean; the paper's
-    final protocol uses 16 on 32x32 images). ``latency``: time each model in onnxruntime and torch.
+    feasible trials by ``order_by``); ``max_models`` caps the points. ``batch_size``, ``lr``,
+    ``warmup_epochs`` and the augmentation (``crop_padding``, ``flip``, ``cutout``; the paper's final
+    protocol uses cutout 16 on 32x32 images) default to [train]'s; Spec.final_train() resolves them.
+    ``latency``: time each model in onnxruntime and torch.
     """
 
     onnx: bool = True
@@ -284,9 +306,10 @@ class ExportSpec:
     max_models: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    crop_padding: int = 0
-    flip: bool = False
-    cutout: int = 0
+    warmup_epochs: float | None = None
+    crop_padding: int | None = None
+    flip: bool | None = None
+    cutout: int | None = None
     latency: bool = True
     opset: int = 20
 
@@ -328,6 +351,16 @@ class Spec:
             "run": _fields_dict(self.run),
             "export": _fields_dict(self.export),
         }
+
+    def final_train(self) -> TrainSpec:
+        """[train] as the final evaluation uses it: [export]'s epochs, and its batch size, rate, warm-up
+        and augmentation where given; no time cap, one architecture per call."""
+        e = self.export
+        given = {k: getattr(e, k) for k in ("batch_size", "lr", "warmup_epochs", "crop_padding", "flip", "cutout")}
+        return dataclasses.replace(
+            self.train, epochs=e.final_epochs, max_seconds=None, samples_per_point=1,
+            **{k: v for k, v in given.items() if v is not None},
+        )
 
     def search_hash(self) -> str:
         """sha256 of everything that changes the search (all but ``name``, ``run`` and ``export``)."""
@@ -630,18 +663,24 @@ def _version(v: Any) -> int:
     return v
 
 
-def _directory(base: Path) -> Rule:
+def _existing_path(base: Path) -> Rule:
     def rule(v: Any) -> Path:
         if not isinstance(v, str) or not v:
             raise _Invalid("must be a path (a string), relative to the spec file or absolute")
         resolved = (base / Path(v).expanduser()).resolve()
         if not resolved.exists():
-            raise _Invalid(f"no such directory ({resolved})")
-        if not resolved.is_dir():
-            raise _Invalid(f"not a directory ({resolved})")
+            raise _Invalid(f"no such file or directory ({resolved})")
         return resolved
 
     return rule
+
+
+#: What ``[data].path`` must be for each data set that takes one: (a directory, a file, the wording).
+_DATA_PATHS = {
+    "idx": (True, False, "a directory of MNIST-format IDX files"),
+    "npz": (False, True, "an .npz file with arrays x and y"),
+    "image-folder": (True, True, "a directory or .tar.gz of split/class/image files"),
+}
 
 
 def _class_names(v: Any) -> tuple[str, ...]:
@@ -760,16 +799,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     )
     data = _data(rep, rep.table("data", raw.get("data", {}), "[data]"), base)
     space = _space(rep, rep.table("space", raw.get("space", {}), "[space]"))
-    train = _simple(rep, "train", raw, TrainSpec, {
-        "epochs": _number(gt=0),
-        "batch_size": _integer(ge=1),
-        "lr": _number(gt=0),
-        "momentum": _number(ge=0, lt=1),
-        "nesterov": _boolean,
-        "weight_decay": _number(ge=0),
-        "samples_per_point": _integer(ge=1),
-        "max_seconds": _number(gt=0),
-    })
+    train = _train(rep, rep.table("train", raw.get("train", {}), "[train]"))
     objectives = _objectives(rep, raw, base)
     constraints = _constraints(rep, raw)
     search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"))
@@ -791,12 +821,20 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "max_models": _integer(ge=1),
         "batch_size": _integer(ge=1),
         "lr": _number(gt=0),
+        "warmup_epochs": _number(ge=0),
         "crop_padding": _integer(ge=0),
         "flip": _boolean,
         "cutout": _integer(ge=0),
         "latency": _boolean,
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
     })
+    final = train.warmup_epochs if export.warmup_epochs is None else export.warmup_epochs
+    if final >= export.final_epochs:
+        message = f"must be less than final_epochs = {export.final_epochs:g}"
+        if export.warmup_epochs is None:
+            rep.add("[export].warmup_epochs", f"{message} (it defaults to [train]'s, {final:g})")
+        else:
+            rep.add("[export].warmup_epochs", message, export.warmup_epochs)
     names = [o.name for o in objectives]
     if export.order_by is not None and names and export.order_by not in names:
         rep.add("[export].order_by", "not an objective of this spec"
@@ -821,6 +859,44 @@ def _simple(rep: _Report, name: str, raw: Mapping[str, Any], cls: type, rules: M
     """A section whose keys are independent: the dataclass's defaults fill in what is absent."""
     table = rep.table(name, raw.get(name, {}), f"[{name}]")
     return cls(**rep.check(f"[{name}]", table, rules, section=name))
+
+
+def _train(rep: _Report, table: dict[str, Any]) -> TrainSpec:
+    values = rep.check("[train]", table, {
+        "epochs": _number(gt=0),
+        "batch_size": _integer(ge=1),
+        "optimizer": _choice("optimizer", OPTIMIZER_NAMES),
+        "lr": _number(gt=0),
+        "momentum": _number(ge=0, lt=1),
+        "nesterov": _boolean,
+        "weight_decay": _number(ge=0),
+        "warmup_epochs": _number(ge=0),
+        "label_smoothing": _number(ge=0, lt=1),
+        "crop_padding": _integer(ge=0),
+        "flip": _boolean,
+        "cutout": _integer(ge=0),
+        "channels_last": _channels_last,
+        "samples_per_point": _integer(ge=1),
+        "max_seconds": _number(gt=0),
+    }, section="train")
+    optimizer = values.get("optimizer", TrainSpec.optimizer)
+    if optimizer != "sgd":
+        for key in SGD_ONLY_KEYS:
+            if key in table:
+                rep.add(f"[train].{key}", f'only used with optimizer = "sgd", not "{optimizer}"', table[key])
+    for key, default in OPTIMIZER_DEFAULTS.get(optimizer, {}).items():
+        values.setdefault(key, default)
+    epochs = values.get("epochs", TrainSpec.epochs)
+    if values.get("warmup_epochs", 0.0) >= epochs:
+        rep.add("[train].warmup_epochs", f"must be less than epochs = {epochs:g} (the warm-up is part of "
+                "training)", table["warmup_epochs"])
+    return TrainSpec(**values)
+
+
+def _channels_last(v: Any) -> bool | str:
+    if isinstance(v, bool) or v == "auto":
+        return v
+    raise _Invalid('must be true, false or "auto" (where it pays: every conv at least 4 channels wide)')
 
 
 def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
@@ -898,17 +974,23 @@ def _option_default(default: Any) -> str:
 def _data(rep: _Report, table: dict[str, Any], base: Path) -> DataSpec:
     values = rep.check("[data]", table, {
         "dataset": _choice("dataset", DATASET_NAMES),
-        "path": _directory(base),
+        "path": _existing_path(base),
         "val_fraction": _number(gt=0, lt=1),
         "limit": _integer(ge=10),
         "classes": _class_names,
     }, section="data")
-    dataset = table.get("dataset", DataSpec.dataset)
-    if dataset == "idx" and "path" not in table:
-        rep.add("[data].path", 'missing: required with dataset = "idx" (a directory of IDX files)')
+    dataset = values.get("dataset", DataSpec.dataset)
+    path = values.get("path")
     if dataset == "digits" and "path" in table:
         rep.add("[data].path", 'not allowed with dataset = "digits" (it ships with scikit-learn)',
                 table["path"])
+    elif dataset in _DATA_PATHS:
+        dir_ok, file_ok, what = _DATA_PATHS[dataset]
+        if "path" not in table:
+            rep.add("[data].path", f'missing: required with dataset = "{dataset}" ({what})')
+        elif path is not None and not ((dir_ok and path.is_dir()) or (file_ok and path.is_file())):
+            rep.add("[data].path", f'must be {what} with dataset = "{dataset}", but {path} is '
+                    f'{"a directory" if path.is_dir() else "not a regular file"}', table["path"])
     return DataSpec(**values)
 
 

@@ -323,7 +323,7 @@ def _finite(metrics: dict[str, Any]) -> bool:
 def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int, int], dict[str, Any]],
                    problem, key: str) -> dict[str, Any]:
     """models/manifest.json: one entry per model, a mean ± std summary per generator point."""
-    e = spec.export
+    e, f = spec.export, spec.final_train()
     models, failed, points = [], [], []
     for t in chosen:
         rows = [finals.get((t.id, k)) for k in range(e.samples)]
@@ -348,11 +348,15 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
         "selection": e.select,
         "ordered_by": e.order_by or problem.objectives[0].name,
         "final": {
-            "epochs": e.final_epochs,
+            "epochs": f.epochs,
             "samples": e.samples,
-            "batch_size": e.batch_size or spec.train.batch_size,
-            "lr": e.lr or spec.train.lr,
-            "augment": {"crop_padding": e.crop_padding, "flip": e.flip, "cutout": e.cutout},
+            "optimizer": f.optimizer,
+            "batch_size": f.batch_size,
+            "lr": f.lr,
+            "weight_decay": f.weight_decay,
+            "warmup_epochs": f.warmup_epochs,
+            "label_smoothing": f.label_smoothing,
+            "augment": {"crop_padding": f.crop_padding, "flip": f.flip, "cutout": f.cutout},
             "opset": e.opset,
         },
         "points": points,

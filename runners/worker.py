@@ -127,23 +127,19 @@ def _final_train_export(
 
     from nago_spec.export import INPUT_RANGE, check_parity, export_onnx, latency_ms
     from nago_spec.network import Normalize, build_network
-    from nago_spec.pipeline import DataShape, sample_architecture
+    from nago_spec.pipeline import DataShape, fit, sample_architecture
     from nago_spec.seeds import sample_seed
-    from nago_spec.train import Augment, evaluate, train
+    from nago_spec.train import evaluate
 
     evaluator = _evaluator(spec_file, run_dir)
     spec = evaluator.spec
-    e, t = spec.export, spec.train
+    e = spec.export
     data = load_data(spec_file)
     seed = sample_seed(spec.seed, trial_id, sample)  # sample 0 is the architecture the search trained
     arch = sample_architecture(spec, params, seed, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
-    augment = Augment(e.crop_padding, e.flip, e.cutout, fill=tuple(255.0 * m for m in data.mean))
     start = time.perf_counter()
-    result = train(
-        model, data, epochs=e.final_epochs, batch_size=e.batch_size or t.batch_size, lr=e.lr or t.lr,
-        momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay, seed=seed, augment=augment,
-    )
+    result = fit(model, data, spec.final_train(), seed)
     train_seconds = time.perf_counter() - start
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
     metrics = {

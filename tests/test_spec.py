@@ -307,12 +307,17 @@ def test_top_level_errors(tmp_path, text, line):
 @pytest.mark.parametrize(
     ("body", "line"),
     [
-        ('dataset = "cifar"', '[data].dataset = "cifar": unknown dataset; valid: digits, idx'),
+        ('dataset = "cifar"', '[data].dataset = "cifar": unknown dataset; valid: digits, idx, npz, image-folder'),
         ('dataset = "idz"\npath = "d"', "[data].dataset = \"idz\": unknown dataset (did you mean 'idx'?)"),
         ('dataset = "idx"', '[data].path: missing: required with dataset = "idx"'),
         ('path = "d"', '[data].path = "d": not allowed with dataset = "digits"'),
-        ('dataset = "idx"\npath = "../nope"', '[data].path = "../nope": no such directory'),
-        ('dataset = "idx"\npath = "spec.toml"', '[data].path = "spec.toml": not a directory'),
+        ('dataset = "idx"\npath = "../nope"', '[data].path = "../nope": no such file or directory'),
+        ('dataset = "idx"\npath = "spec.toml"',
+         '[data].path = "spec.toml": must be a directory of MNIST-format IDX files with dataset = "idx", but'),
+        ('dataset = "npz"\npath = "."',
+         '[data].path = ".": must be an .npz file with arrays x and y with dataset = "npz", but'),
+        ('dataset = "npz"', '[data].path: missing: required with dataset = "npz" (an .npz file'),
+        ('dataset = "image-folder"', '[data].path: missing: required with dataset = "image-folder" (a directory or'),
         ('dataset = "idx"\npath = 3', '[data].path = 3: must be a path'),
         ("val_fraction = 0", "[data].val_fraction = 0: must be > 0 and < 1"),
         ("val_fraction = 1.0", "[data].val_fraction = 1.0: must be > 0 and < 1"),
@@ -440,6 +445,17 @@ def test_categorical_choices_of_mixed_types(tmp_path):
         ("weight_decay = -1e-3", "[train].weight_decay = -0.001: must be >= 0"),
         ("samples_per_point = 0", "[train].samples_per_point = 0: must be an integer >= 1"),
         ("max_seconds = 0", "[train].max_seconds = 0: must be > 0"),
+        ('optimizer = "adam"', "[train].optimizer = \"adam\": unknown optimizer (did you mean 'adamw'?); valid: sgd, adamw"),
+        ('optimizer = "adamw"\nmomentum = 0.9', '[train].momentum = 0.9: only used with optimizer = "sgd", not "adamw"'),
+        ('optimizer = "adamw"\nnesterov = false', '[train].nesterov = false: only used with optimizer = "sgd"'),
+        ("warmup_epochs = -1", "[train].warmup_epochs = -1: must be >= 0"),
+        ("warmup_epochs = 2", "[train].warmup_epochs = 2: must be less than epochs = 2 (the warm-up is part of"),
+        ("epochs = 1\nwarmup_epochs = 1.5", "[train].warmup_epochs = 1.5: must be less than epochs = 1"),
+        ("label_smoothing = 1", "[train].label_smoothing = 1: must be >= 0 and < 1"),
+        ("crop_padding = -1", "[train].crop_padding = -1: must be an integer >= 0"),
+        ('flip = "yes"', '[train].flip = "yes": must be true or false'),
+        ("cutout = 2.5", "[train].cutout = 2.5: must be an integer >= 0"),
+        ('channels_last = "yes"', '[train].channels_last = "yes": must be true, false or "auto"'),
     ],
 )
 def test_train_errors(tmp_path, body, line):
@@ -449,6 +465,27 @@ def test_train_errors(tmp_path, body, line):
 def test_train_accepts_fractional_epochs(tmp_path):
     spec = load_text(tmp_path, MINIMAL + "[train]\nepochs = 0.25\nmax_seconds = 30\n")
     assert (spec.train.epochs, spec.train.max_seconds) == (0.25, 30.0)
+
+
+def test_the_optimizer_picks_the_default_rate_and_decay(tmp_path):
+    sgd = load_text(tmp_path, MINIMAL).train
+    assert (sgd.optimizer, sgd.lr, sgd.weight_decay, sgd.channels_last) == ("sgd", 0.05, 5e-4, "auto")
+    adamw = load_text(tmp_path, MINIMAL + '[train]\noptimizer = "adamw"\n').train
+    assert (adamw.lr, adamw.weight_decay) == (2e-3, 0.05)
+    given = load_text(tmp_path, MINIMAL + '[train]\noptimizer = "adamw"\nlr = 1e-3\nweight_decay = 0.0\n').train
+    assert (given.lr, given.weight_decay) == (1e-3, 0.0)
+
+
+def test_final_training_takes_trains_settings_unless_export_overrides_them(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + "[train]\nepochs = 2\nlr = 0.1\nwarmup_epochs = 0.5\nflip = true\n"
+                     "label_smoothing = 0.1\nmax_seconds = 9\nsamples_per_point = 2\n"
+                     "[export]\nfinal_epochs = 8\ncrop_padding = 2\nflip = false\n")
+    f = spec.final_train()
+    assert (f.epochs, f.lr, f.warmup_epochs, f.label_smoothing) == (8, 0.1, 0.5, 0.1)
+    assert (f.crop_padding, f.flip, f.cutout) == (2, False, 0)
+    assert f.max_seconds is None and f.samples_per_point == 1
+    expect_error(tmp_path, MINIMAL + "[train]\nepochs = 9\nwarmup_epochs = 6\n[export]\nfinal_epochs = 5\n",
+                 "[export].warmup_epochs: must be less than final_epochs = 5 (it defaults to [train]'s, 6)")
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -12,7 +13,17 @@ from torch import nn
 from nago_spec.data import Dataset, load_dataset
 from nago_spec.errors import TrialError
 from nago_spec.network import Normalize
-from nago_spec.train import Augment, TrainResult, cosine_lr, evaluate, param_groups, predict_logits, train
+from nago_spec.train import (
+    Augment,
+    TrainResult,
+    evaluate,
+    in_format,
+    lr_at,
+    param_groups,
+    predict_logits,
+    train,
+    wants_channels_last,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +153,105 @@ def test_weight_decay_only_on_conv_and_linear_weights(digits):
 
 
 def test_cosine_schedule():
-    assert cosine_lr(0.1, 0, 10) == pytest.approx(0.1)
-    assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
-    assert 0 < cosine_lr(0.1, 9, 10) < 0.003
+    assert lr_at(0.1, 0, 0, 0 / 10) == pytest.approx(0.1)
+    assert lr_at(0.1, 5, 0, 5 / 10) == pytest.approx(0.05)
+    assert 0 < lr_at(0.1, 9, 0, 9 / 10) < 0.003
+
+
+def test_warm_up_rises_linearly_then_the_cosine_starts_at_lr():
+    total, warm = 20, 4
+    rates = [lr_at(0.1, s, warm, s / total, warm_progress=warm / total) for s in range(total)]
+    assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert rates[4] == pytest.approx(0.1)  # the cosine's first step
+    assert rates[12] == pytest.approx(0.05)  # half way through the 16 cosine steps
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:])) and 0 < rates[-1] < 0.002
+    assert lr_at(0.1, 0, 0, 1.0) == 0.0  # a spent budget
+
+
+def test_warm_up_in_train_counts_epochs_of_steps(digits):
+    steps_per_epoch = len(digits.y_train) // 64
+    r = train(small_cnn(digits), digits, epochs=2, warmup_epochs=0.5, batch_size=64, lr=0.05, seed=0)
+    warm = math.ceil(0.5 * steps_per_epoch)
+    total = 2 * steps_per_epoch
+    assert r.last_lr == pytest.approx(lr_at(0.05, total - 1, warm, (total - 1) / total, warm_progress=warm / total))
+    with pytest.raises(ValueError, match="warmup_epochs >= 0"):
+        train(small_cnn(digits), digits, epochs=1, warmup_epochs=-1, batch_size=64, lr=0.05, seed=0)
+
+
+def test_a_time_capped_run_still_anneals_to_zero(digits):
+    """With max_seconds the schedule follows the time spent: the last step's rate is near 0, not lr."""
+    r = train(small_cnn(digits), digits, epochs=500, batch_size=64, lr=0.1, seed=0, max_seconds=1.5)
+    assert r.epochs < 500
+    assert r.last_lr < 0.1 * 0.1  # progress above 0.8 at the last step
+    assert r.val_accuracy > 0.5
+
+
+def test_adamw_learns(digits):
+    model = small_cnn(digits)
+    r = train(model, digits, epochs=3, batch_size=64, lr=1e-2, weight_decay=0.05, optimizer="adamw", seed=0)
+    assert r.val_accuracy > 0.8
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw"):
+        train(small_cnn(digits), digits, epochs=1, batch_size=64, lr=0.1, optimizer="adam", seed=0)
+
+
+def test_label_smoothing_applies_to_the_training_loss_only(digits):
+    eps, k = 0.2, 10
+    floor = -((1 - eps + eps / k) * math.log(1 - eps + eps / k) + (k - 1) * (eps / k) * math.log(eps / k))
+    plain = train(small_cnn(digits), digits, epochs=4, batch_size=64, lr=0.1, seed=0)
+    smooth = train(small_cnn(digits), digits, epochs=4, batch_size=64, lr=0.1, seed=0, label_smoothing=eps)
+    assert plain.train_loss < floor  # a plain loss can go below the smoothed targets' entropy...
+    assert smooth.train_loss >= floor  # ...a smoothed one cannot
+    assert smooth.val_loss < floor  # the validation loss is plain cross-entropy
+    assert smooth.val_accuracy > 0.8
+
+
+def test_channels_last_auto_rule_and_the_model_comes_back_contiguous(digits):
+    wide = small_cnn(digits)  # convs of 8 and 16 channels
+    narrow = nn.Sequential(Normalize(digits.mean, digits.std), nn.Conv2d(1, 2, 3), nn.ReLU(),
+                           nn.Flatten(), nn.Linear(2 * 6 * 6, 10))
+    assert wants_channels_last(wide) and not wants_channels_last(narrow)
+    assert not wants_channels_last(nn.Linear(3, 3))
+    assert train(wide, digits, epochs=0.5, batch_size=64, lr=0.05, seed=0).channels_last
+    assert not train(narrow, digits, epochs=0.5, batch_size=64, lr=0.05, seed=0).channels_last
+    for model in (wide, narrow):
+        for p in model.parameters():
+            assert p.is_contiguous()
+    forced = train(small_cnn(digits), digits, epochs=0.5, batch_size=64, lr=0.05, seed=0, channels_last=False)
+    assert not forced.channels_last
+
+
+def test_in_format_gives_the_formats_strides_even_for_one_channel(digits):
+    batch = digits.x_train[torch.arange(4)].float()  # the strides of a size-1 dim are whatever numpy left
+    assert in_format(batch, nhwc=False).stride() == (64, 64, 8, 1)
+    assert in_format(batch, nhwc=True).stride() == (64, 1, 8, 1)
+    grey = torch.zeros(4, 1, 8, 8).as_strided((4, 1, 8, 8), (64, 1, 8, 1))
+    assert in_format(grey, nhwc=False).stride() == (64, 64, 8, 1)
+    assert in_format(grey, nhwc=True).stride() == (64, 1, 8, 1)
+    rgb = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)
+    assert in_format(rgb, nhwc=True).stride() == (60, 1, 15, 3)
+    assert torch.equal(in_format(rgb, nhwc=True), rgb) and in_format(rgb, nhwc=False) is rgb
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_training_runs_in_the_chosen_memory_format(digits, nhwc):
+    model = small_cnn(digits)
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
+    train(model, digits, epochs=0.1, batch_size=64, lr=0.05, seed=0, channels_last=nhwc)
+    assert seen and all(s == nhwc for s in seen[:-1])  # the last call is the NCHW validation pass
+    assert seen[-1] is False
+    assert model[1].weight.stride() == (9, 9, 3, 1)  # handed back NCHW, even the 1-channel stem
+
+
+def test_every_option_together_is_deterministic(digits):
+    aug = Augment(crop_padding=1, flip=True, cutout=3, fill=tuple(255 * m for m in digits.mean))
+    kwargs = {"epochs": 1.5, "batch_size": 64, "lr": 3e-3, "seed": 11, "optimizer": "adamw", "weight_decay": 0.05,
+              "warmup_epochs": 0.5, "label_smoothing": 0.1, "augment": aug, "channels_last": True}
+    a, b = small_cnn(digits, dropout=0.2), small_cnn(digits, dropout=0.2)
+    ra, rb = train(a, digits, **kwargs), train(b, digits, **kwargs)
+    assert ra == rb.__class__(**{**rb.__dict__, "seconds": ra.seconds, "images_per_second": ra.images_per_second})
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
 
 
 def test_bad_arguments(digits):
