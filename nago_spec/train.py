@@ -61,6 +61,9 @@ class TrainResult:
 
 
 OPTIMIZERS = ("sgd", "adamw")
+#: A time-capped run judges its pace once this share of ``max_seconds`` has passed (earlier steps,
+#: the first especially, are slower than the rest).
+TIME_JUDGED_AFTER = 0.05
 #: ``channels_last="auto"`` uses channels_last when every Conv2d has at least this many output channels.
 CHANNELS_LAST_MIN_WIDTH = 4
 
@@ -144,12 +147,14 @@ def train(
     not (False), or where it pays ("auto": every conv at least CHANNELS_LAST_MIN_WIDTH wide); the
     model is handed back in the contiguous format either way.
 
-    ``max_seconds`` caps the training time: the schedule's progress is then the larger of the
-    steps done and the time spent, so a capped run still warms up, anneals to 0 and stops when
-    either budget runs out (the stop then depends on the machine's speed).
+    ``max_seconds`` caps the training time (at least one step is taken). Once the pace so far
+    (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
+    progress becomes the larger of the steps done and the time spent, so a capped run still
+    anneals to 0 when the time runs out instead of stopping at a high rate. A run on pace to
+    finish in time keeps the step schedule.
 
-    The global RNG (dropout) is reseeded from ``seed`` inside ``fork_rng``: without ``max_seconds``
-    the same weights and seed give identical results, and the caller's RNG state is untouched.
+    The global RNG (dropout) is reseeded from ``seed`` inside ``fork_rng``: the same weights and
+    seed give identical results unless the time cap binds, and the caller's RNG state is untouched.
 
     Raises TrialError at the first non-finite training loss (step and epoch counted from 1).
     """
@@ -176,6 +181,7 @@ def train(
     recent: list[float] = []  # the mean loss of each step
     step = 0
     rate = lr_at(lr, 0, warmup)
+    time_bound = False  # whether max_seconds, not the step count, ends this run
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         _set_format(model, nhwc)
@@ -187,12 +193,15 @@ def train(
                 perm = torch.randperm(n, generator=gen)
                 for b in range(min(steps_per_epoch, total - step)):
                     progress = step / total
-                    if max_seconds is not None:
+                    if max_seconds is not None and step > 0:
                         spent = time.perf_counter() - loop_start
-                        progress = max(progress, spent / max_seconds if max_seconds > 0 else math.inf)
-                        if progress >= 1.0 and step > 0:
+                        if spent >= max_seconds:
                             total = step
                             break
+                        if not time_bound and spent >= TIME_JUDGED_AFTER * max_seconds:
+                            time_bound = spent / step * total > max_seconds
+                        if time_bound:
+                            progress = max(progress, spent / max_seconds)
                     rate = lr_at(lr, step, warmup, progress, warm_progress=warmup / total)
                     for g in opt.param_groups:
                         g["lr"] = rate

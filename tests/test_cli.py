@@ -53,6 +53,22 @@ def test_bad_input_gives_one_line_and_exit_2(case, tmp_path, capsys):
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_corrupt_data_file_gives_one_line_naming_it_and_exit_2(command, tmp_path, capsys):
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"PK\x03\x04 not really a zip archive")
+    spec = tmp_path / "bad.toml"
+    spec.write_text('version = 1\nname = "bad"\n[data]\ndataset = "npz"\npath = "data.npz"\n'
+                    '[[objectives]]\nname = "error"\n')
+    args = [command, str(spec)] + (["--out", str(tmp_path / "run"), "--backend", "local"] if command == "run" else [])
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert f"npz: {data}: not a readable .npz file" in lines[0]
+    assert not (tmp_path / "run" / "study.db").exists()  # nothing was started, so nothing to resume
+
+
 def _installed_nago(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The installed console script, run outside the checkout so it imports the installed package."""
     script = Path(sys.executable).with_name("nago")

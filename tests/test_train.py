@@ -178,6 +178,14 @@ def test_warm_up_in_train_counts_epochs_of_steps(digits):
         train(small_cnn(digits), digits, epochs=1, warmup_epochs=-1, batch_size=64, lr=0.05, seed=0)
 
 
+def test_a_generous_time_cap_keeps_the_step_schedule_and_determinism(digits):
+    a, b = small_cnn(digits), small_cnn(digits)
+    ra = train(a, digits, epochs=1, batch_size=64, lr=0.1, seed=2)
+    rb = train(b, digits, epochs=1, batch_size=64, lr=0.1, seed=2, max_seconds=600)
+    assert (ra.steps, ra.last_lr, ra.val_loss) == (rb.steps, rb.last_lr, rb.val_loss)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_a_time_capped_run_still_anneals_to_zero(digits):
     """With max_seconds the schedule follows the time spent: the last step's rate is near 0, not lr."""
     r = train(small_cnn(digits), digits, epochs=500, batch_size=64, lr=0.1, seed=0, max_seconds=1.5)
