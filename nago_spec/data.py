@@ -510,6 +510,10 @@ def _load_image_folder(path: Path | None) -> LoaderOutput:
         raise DataError(f"{where}: no images in train/<class>/ (expected split/class/image files, "
                         f"suffixes {', '.join(IMAGE_SUFFIXES)})")
     label = {c: i for i, c in enumerate(classes)}
+    ignored = sorted({s for s, _, _, _ in members} - {"train", "test"})
+    if ignored:
+        log.warning("%s: ignored the folders %s: only train/ and test/ are read (the validation split is "
+                    "carved from train/)", where, ", ".join(f"{s}/" for s in ignored))
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
     first: tuple[str, tuple[int, int]] | None = None

@@ -578,7 +578,7 @@ def test_image_folder_a_wrapping_folder_is_the_same_in_a_directory_and_a_tar(tmp
         load_dataset("image-folder", tmp_path / "tree")
 
 
-def test_image_folder_skips_dot_files_other_files_and_other_splits(tmp_path):
+def test_image_folder_skips_dot_files_other_files_and_other_splits(tmp_path, caplog):
     root = tmp_path / "tree"
     _write_tree(root)
     d0 = load_dataset("image-folder", _tar(root, tmp_path / "clean.tar.gz"))
@@ -589,7 +589,9 @@ def test_image_folder_skips_dot_files_other_files_and_other_splits(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(junk)
     (root / "train" / "dir.png").mkdir()  # a directory with an image suffix
-    _same(d0, load_dataset("image-folder", root))
+    with caplog.at_level("WARNING", logger="nago_spec.data"):
+        _same(d0, load_dataset("image-folder", root))
+    assert "ignored the folders val/: only train/ and test/ are read" in caplog.text
     _same(d0, load_dataset("image-folder", _tar(root, tmp_path / "messy.tar.gz")))
 
 
