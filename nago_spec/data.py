@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import logging
+import math
 import struct
 import tarfile
 import zipfile
@@ -146,6 +148,27 @@ def load_dataset(
         mean=mean,
         std=std,
     )
+
+
+def train_fraction(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """``data`` with its training split cut to ``ceil(fraction * n_c)`` images of each class c (at least
+    one), the rest unchanged: the data-fraction budget of a multi-fidelity search.
+
+    The subsets are nested: each class's images are taken in one fixed order drawn from ``seed``,
+    so a larger fraction holds every image of a smaller one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"{data.name}: `0 < fraction <= 1` must hold, but got fraction={fraction}")
+    if fraction == 1.0:
+        return data
+    y = data.y_train.numpy()
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        keep.append(idx[: max(1, math.ceil(round(fraction * len(idx), 9)))])
+    order = torch.from_numpy(np.sort(np.concatenate(keep)))
+    return dataclasses.replace(data, x_train=data.x_train[order], y_train=data.y_train[order])
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

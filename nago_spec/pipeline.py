@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -236,11 +237,24 @@ class Evaluator:
         return self.spec.space.kind != "params"
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, params: Mapping[str, Any], trial_id: int, data: Any) -> tuple[dict[str, float], list[dict]]:
+    def evaluate(
+        self, params: Mapping[str, Any], trial_id: int, data: Any, *, budget: float | None = None,
+        config: int | None = None,
+    ) -> tuple[dict[str, float], list[dict]]:
         """Values of every objective (mean over the sampled architectures) and one record per sample.
+
+        Multi-fidelity runs pass ``budget`` (epochs, or the fraction of the training split, as
+        ``[search.fidelity].on`` says) and ``config``, the trial that first proposed ``params``:
+        the architectures are sampled with ``config``'s seeds, so a promotion trains the very
+        networks its lower rung did, for longer or on more data.
 
         Raises TrialError for anything that makes the point unusable (NaN loss, a bad objective value).
         """
+        fidelity = self.spec.search.fidelity
+        if budget is not None and fidelity is None:
+            raise ValueError("evaluate: a budget needs [search.fidelity]")
+        if config is not None:
+            trial_id = config
         names = self._measured
         if not self._is_network:
             ctx = EvalContext(params=dict(params), seed=sample_seed(self.spec.seed, trial_id, 0), run_dir=self.run_dir)
@@ -253,6 +267,12 @@ class Evaluator:
 
         shape = DataShape.of(data)
         t = self.spec.train
+        if budget is not None and fidelity.on == "epochs":
+            t = dataclasses.replace(t, epochs=budget)
+        elif budget is not None:
+            from nago_spec.data import train_fraction
+
+            data = train_fraction(data, budget, self.spec.seed)
         samples = []
         for s in range(t.samples_per_point):
             seed = sample_seed(self.spec.seed, trial_id, s)

@@ -100,6 +100,8 @@ def trial_rows(
     rows = []
     for t in trials:
         row: dict[str, Any] = {"trial": t.id, "state": t.state.value}
+        if t.budget is not None:
+            row.update({"config": t.config, "bracket": t.bracket, "rung": t.rung, "budget": t.budget})
         row.update({p: t.params.get(p, "") for p in param_names})
         values = t.values or {}
         row.update({o: values.get(o, "") for o in objective_names})
@@ -226,20 +228,27 @@ def write_report(
     wall_seconds: float | None = None,
     initial: int | None = None,
     compare: Sequence[Compared] = (),
+    fidelity: Any = None,
 ) -> Front:
     """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir``.
 
     ``compare``: runs of the same objectives drawn on hv.png and listed in report.md, every
     hypervolume then normalised in one box spanning all the runs' points. ``initial``: the size
-    of the initial design (marked on hv.png).
+    of the initial design (marked on hv.png). ``fidelity`` (a nago_spec.fidelity.Fidelity, for a
+    multi-fidelity run): the front, pareto.csv and the hypervolume are those of the trials at the
+    highest budget, and report.md gains a section on the budgets.
     """
     onames = [o.name for o in objectives]
     extra = sorted({c.objective for c in constraints} - set(onames))
-    cols = ["trial", "state", *param_names, *onames, *extra]
+    every = trials
+    if fidelity is not None:
+        trials = [t for t in every if t.budget == fidelity.max]
+    cols = ["trial", *(["config", "bracket", "rung", "budget"] if fidelity is not None else []), "state",
+            *param_names, *onames, *extra]
     if constraints:
         cols.append("feasible")
     cols += ["seconds", "fail_reason"]
-    rows = trial_rows(trials, param_names, onames + extra, constraints)
+    rows = trial_rows(every, param_names, onames + extra, constraints)
     write_csv(run_dir / "trials.csv", rows, cols)
     fr = front(trials, objectives, constraints)
     pareto_ids = {t.id for t in fr.pareto}
@@ -259,11 +268,12 @@ def write_report(
     else:
         plot_hv(run_dir / "hv.png", history, initial=initial if strategy != "random" else None)
 
-    states = {s: sum(t.state is s for t in trials) for s in TrialState}
+    states = {s: sum(t.state is s for t in every) for s in TrialState}
     lines = [
         f"# {name}",
         "",
-        f"- strategy: {strategy}; budget: {budget} evaluations",
+        f"- strategy: {strategy}; budget: {budget} evaluations"
+        + ("" if fidelity is None else f" (full-budget equivalents; {len(trials)} at the highest budget)"),
         "- trials: " + ", ".join(f"{n} {s.value.lower()}" for s, n in states.items() if n),
     ]
     if wall_seconds is not None:
@@ -282,7 +292,9 @@ def write_report(
         lines += ["No trial satisfies the constraints: the table shows the non-dominated trials among the "
                   "least violating ones.", ""]
     lines += _md_table([r for r in rows if r["trial"] in pareto_ids], ["trial", *onames, *extra, *param_names])
-    failed = [t for t in trials if t.state is TrialState.FAILED]
+    if fidelity is not None:
+        lines += _budget_section(every, fidelity)
+    failed = [t for t in every if t.state is TrialState.FAILED]
     if failed:
         lines += ["", "## Failed trials", ""]
         lines += [f"- trial {t.id}: {(t.error or '').splitlines()[0] if t.error else ''}" for t in failed]
@@ -292,6 +304,34 @@ def write_report(
     lines += ["", "Files: trials.csv, pareto.csv, pareto.png, hv.png" + (", models/" if manifest.exists() else ""), ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return fr
+
+
+def _budget_section(trials: Sequence[TrialRecord], fidelity: Any) -> list[str]:
+    """report.md's multi-fidelity section: each bracket's rungs, and where every configuration stopped."""
+    from nago_spec.fidelity import Row, stopped_at
+
+    lines = ["", "## Budgets", "",
+             (f"Hyperband with eta = {fidelity.eta}, budgets {', '.join(f'{b:g}' for b in fidelity.budgets())}; "
+              "the front above is that of the highest budget. A trial is one configuration at one budget; a "
+              "promotion is a new trial of the same configuration (and architectures) at the next budget."), "",
+             "| bracket | rung | budget | trials | complete | failed | configurations |", "|---|---|---|---|---|---|---|"]
+    keyed: dict[tuple[int, int], list[TrialRecord]] = {}
+    for t in trials:
+        if t.budget is not None:
+            keyed.setdefault((t.bracket, t.rung), []).append(t)
+    for (b, r), ts in sorted(keyed.items()):
+        done = sum(t.state is TrialState.COMPLETE for t in ts)
+        failed = sum(t.state is TrialState.FAILED for t in ts)
+        lines.append(f"| {b} | {r} | {ts[0].budget:g} | {len(ts)} | {done} | {failed} | "
+                     f"{', '.join(str(t.config) for t in ts)} |")
+    rows = [Row(id=t.id, config=t.config, bracket=t.bracket, rung=t.rung, budget=t.budget, state=t.state.value)
+            for t in trials if t.budget is not None]
+    reached = stopped_at(fidelity, rows)
+    lines += ["", "Where each configuration stopped (its highest complete budget):", ""]
+    for b in sorted(set(reached.values())):
+        configs = sorted(c for c, v in reached.items() if v == b)
+        lines.append(f"- {b:g}: {len(configs)} configuration(s): {', '.join(map(str, configs))}")
+    return lines
 
 
 def _final_section(m: dict[str, Any]) -> list[str]:

@@ -249,9 +249,28 @@ class ConstraintSpec:
     max: float | None = None
 
 
+FIDELITY_ON = ("epochs", "data")
+
+
+@dataclass(frozen=True)
+class FidelitySpec:
+    """Multi-fidelity search (Hyperband brackets of successive halving, nago_spec.fidelity).
+
+    ``on = "epochs"``: a trial's budget replaces [train].epochs; ``on = "data"``: it is the
+    fraction of the training split used (a seeded, stratified subset, nested across budgets)
+    with [train].epochs unchanged. Budgets run from ``max / eta**s_max`` (>= ``min``) to ``max``.
+    """
+
+    min: float
+    max: float
+    eta: int = 2
+    on: str = "epochs"
+
+
 @dataclass(frozen=True)
 class SearchSpec:
-    """The strategy and its budget, in evaluations.
+    """The strategy and its budget, in evaluations (with ``fidelity``: in full-budget equivalents,
+    an evaluation at budget b costing b / fidelity.max).
 
     ``options`` are the strategy's own (its class's ``default_options`` names them), passed to its
     constructor; those left out keep the strategy's defaults.
@@ -262,6 +281,7 @@ class SearchSpec:
     initial: int = 8
     batch: int = 2
     options: Mapping[str, Any] = FrozenMap()
+    fidelity: FidelitySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +418,10 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
     d = _fields_dict(s)
     if not s.options:  # left out, so specs without options keep the search_hash they had before options
         d.pop("options")
+    if s.fidelity is None:
+        d.pop("fidelity", None)
+    else:
+        d["fidelity"] = _fields_dict(s.fidelity)
     return d
 
 
@@ -828,6 +852,12 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "latency": _boolean,
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
     })
+    if search.fidelity is not None and space.kind == "params":
+        rep.add("[search.fidelity]", "needs a network space (kind = \"hnag\" or \"rnag\"): the budget is "
+                "training epochs or data")
+    if search.fidelity is not None and search.fidelity.on == "epochs" and train.warmup_epochs >= search.fidelity.min:
+        rep.add("[train].warmup_epochs", f"must be less than the smallest budget, [search.fidelity].min = "
+                f"{search.fidelity.min:g} epochs", train.warmup_epochs)
     final = train.warmup_epochs if export.warmup_epochs is None else export.warmup_epochs
     if final >= export.final_epochs:
         message = f"must be less than final_epochs = {export.final_epochs:g}"
@@ -905,12 +935,38 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         "budget": _integer(ge=1),
         "initial": _integer(ge=1),
         "batch": _integer(ge=1),
-    }, section="search", known=("options",))
+    }, section="search", known=("options", "fidelity"))
+    if "fidelity" in table:
+        fidelity = _fidelity(rep, rep.table("[search].fidelity", table["fidelity"], "[search.fidelity]"))
+        if fidelity is not None:
+            values["fidelity"] = fidelity
     if "options" in table:
         options = rep.table("[search].options", table["options"], "[search.options]")
         if options and ("strategy" in values or "strategy" not in table):  # a bad strategy has no options to judge
             values["options"] = _search_options(rep, values.get("strategy", SearchSpec.strategy), options)
     return SearchSpec(**values)
+
+
+def _fidelity(rep: _Report, table: dict[str, Any]) -> FidelitySpec | None:
+    values = rep.check("[search.fidelity]", table, {
+        "min": _number(gt=0),
+        "max": _number(gt=0),
+        "eta": _integer(ge=2),
+        "on": _choice("fidelity", FIDELITY_ON),
+    }, section="search.fidelity", required={
+        "min": "the smallest training budget (epochs, or a fraction of the data with on = \"data\")",
+        "max": "the largest training budget, that of a full evaluation",
+    })
+    if "min" not in values or "max" not in values:
+        return None
+    if values["min"] > values["max"]:
+        rep.add("[search.fidelity].min", f"must be <= max = {values['max']:g}", table["min"])
+        return None
+    if values.get("on", "epochs") == "data" and values["max"] > 1:
+        rep.add("[search.fidelity].max", 'must be <= 1 with on = "data" (a fraction of the training split)',
+                table["max"])
+        return None
+    return FidelitySpec(**values)
 
 
 def _search_options(rep: _Report, strategy: str, table: dict[str, Any]) -> FrozenMap[str, Any]:

@@ -16,7 +16,9 @@ from typing import Any
 
 from nago_spec.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns each schema version added to ``trials``; older stores are migrated on open.
+_ADDED_COLUMNS = {2: ("config INTEGER", "bracket INTEGER", "rung INTEGER", "budget REAL")}
 
 
 class TrialState(str, Enum):
@@ -41,6 +43,13 @@ class TrialRecord:
     started: float | None = None
     finished: float | None = None
     attempts: int = 0
+    #: multi-fidelity runs only: the trial that first proposed these params (its own id for a new
+    #: configuration, the promoted trial's config for a promotion), the Hyperband bracket and rung,
+    #: and the training budget (epochs or data fraction) this evaluation used
+    config: int | None = None
+    bracket: int | None = None
+    rung: int | None = None
+    budget: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -81,7 +90,11 @@ class Store:
                     created REAL,
                     started REAL,
                     finished REAL,
-                    attempts INTEGER NOT NULL DEFAULT 0)"""
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    config INTEGER,
+                    bracket INTEGER,
+                    rung INTEGER,
+                    budget REAL)"""
             )
             c.execute(
                 """CREATE TABLE IF NOT EXISTS finals (
@@ -96,8 +109,20 @@ class Store:
             )
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema {version}, this nago-spec reads {SCHEMA_VERSION}")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version}, this nago-spec reads up to {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store of an older schema up to SCHEMA_VERSION in one transaction (columns only added)."""
+        with self._tx() as c:
+            present = {r[1] for r in c.execute("PRAGMA table_info(trials)")}
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for column in _ADDED_COLUMNS.get(v, ()):
+                    if column.split()[0] not in present:
+                        c.execute(f"ALTER TABLE trials ADD COLUMN {column}")
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -128,14 +153,30 @@ class Store:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- trials ----------------------------------------------------------------------------------
-    def add_trials(self, first_id: int, params: list[Mapping[str, Any]]) -> list[int]:
-        """Insert PENDING trials ``first_id, first_id + 1, ...`` in one transaction."""
+    def add_trials(
+        self, first_id: int, params: list[Mapping[str, Any]], rungs: list[Mapping[str, Any]] | None = None
+    ) -> list[int]:
+        """Insert PENDING trials ``first_id, first_id + 1, ...`` in one transaction.
+
+        ``rungs`` (multi-fidelity runs) gives each trial's ``config``, ``bracket``, ``rung`` and
+        ``budget``; a ``config`` of None means the trial's own id (a new configuration).
+        """
         now = time.time()
         ids = list(range(first_id, first_id + len(params)))
+        rungs = rungs if rungs is not None else [{}] * len(params)
+        if len(rungs) != len(params):
+            raise ValueError(f"add_trials: {len(params)} params but {len(rungs)} rungs")
+        rows = []
+        for i, p, r in zip(ids, params, rungs):
+            config = r.get("config")
+            rows.append((i, TrialState.PENDING.value, _dumps(dict(p)), now,
+                         (i if config is None else config) if r else None, r.get("bracket"), r.get("rung"),
+                         r.get("budget")))
         with self._tx() as c:
             c.executemany(
-                "INSERT INTO trials (id, state, params, created) VALUES (?, ?, ?, ?)",
-                [(i, TrialState.PENDING.value, _dumps(dict(p)), now) for i, p in zip(ids, params)],
+                "INSERT INTO trials (id, state, params, created, config, bracket, rung, budget)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
         return ids
 
@@ -187,8 +228,8 @@ class Store:
     def trials(self, state: TrialState | None = None) -> list[TrialRecord]:
         """Every trial (or those in ``state``), ordered by id."""
         sql = (
-            'SELECT id, state, params, "values", samples, error, host, created, started, finished, attempts'
-            " FROM trials"
+            'SELECT id, state, params, "values", samples, error, host, created, started, finished, attempts,'
+            " config, bracket, rung, budget FROM trials"
         )
         args: tuple[Any, ...] = ()
         if state is not None:
@@ -208,6 +249,10 @@ class Store:
                 started=r[8],
                 finished=r[9],
                 attempts=r[10],
+                config=r[11],
+                bracket=r[12],
+                rung=r[13],
+                budget=r[14],
             )
             for r in rows
         ]

@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from nago_spec.errors import NagoError, StoreError
+from nago_spec.fidelity import Fidelity, Row, next_jobs
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
-from nago_spec.report import Compared, Front, front, normalised_hv, write_report
+from nago_spec.report import (
+    Compared,
+    Front,
+    front,
+    normalised_hv,
+    violation,
+    write_report,
+)
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
@@ -127,7 +135,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
                 if t.state in (TrialState.COMPLETE, TrialState.FAILED):
                     complete = t.state is TrialState.COMPLETE
                     strategy.tell(t.id, t.params, t.values if complete else None,
-                                  sample_noise(t.samples) if complete else None)
+                                  sample_noise(t.samples) if complete else None, budget=t.budget)
             _search(spec, spec_file, run_dir, store, strategy, backend, progress, problem)
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
@@ -158,6 +166,7 @@ def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall:
         run_dir, name=spec.name, strategy=spec.search.strategy, budget=spec.search.budget, trials=trials,
         param_names=problem.space.names, objectives=problem.objectives, constraints=problem.constraints,
         wall_seconds=wall, initial=spec.search.initial, compare=compare,
+        fidelity=hyperband(spec) if spec.search.fidelity is not None else None,
     )
 
 
@@ -167,7 +176,6 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
     A trial whose worker died (WorkerLost) goes back to the front of the queue, at most
     ``run.max_retries`` times; one that ran past ``run.trial_timeout`` fails (a hang would recur).
     """
-    budget = spec.search.budget
     all_trials = {t.id: t for t in store.trials()}
     queue = deque(t.id for t in all_trials.values() if t.state is TrialState.PENDING)
     running: dict[Future, int] = {}
@@ -177,19 +185,17 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
     while True:
         while len(running) < backend.workers:
             if not queue:
-                total = store.next_trial_id()
-                n = min(spec.search.batch, budget - total)
-                if n <= 0:
-                    break
                 pending = [(i, all_trials[i].params) for i in list(running.values())]
-                proposals = strategy.ask(n, next_trial_id=total, pending=pending)
-                for tid in store.add_trials(total, proposals):
-                    queue.append(tid)
+                added = _propose(spec, store, strategy, problem, pending, backend.workers - len(running))
+                if not added:
+                    break
+                queue.extend(added)
                 all_trials = {t.id: t for t in store.trials()}
             tid = queue.popleft()
             store.mark_running(tid, host=socket.gethostname())
-            fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, all_trials[tid].params,
-                                 timeout=spec.run.trial_timeout)
+            t = all_trials[tid]
+            fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, t.params, t.budget,
+                                 t.config, timeout=spec.run.trial_timeout)
             running[fut] = tid
             progress.running(len(running))
         if not running:
@@ -211,20 +217,75 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
                 out = {"ok": False, "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
                 out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            params = all_trials[tid].params
+            params, budget = all_trials[tid].params, all_trials[tid].budget
             if out["ok"]:
                 store.complete(tid, out["values"], out["samples"])
-                strategy.tell(tid, params, out["values"], sample_noise(out["samples"]))
+                strategy.tell(tid, params, out["values"], sample_noise(out["samples"]), budget=budget)
             else:
                 store.fail(tid, out["error"])
-                strategy.tell(tid, params, None)
+                strategy.tell(tid, params, None, budget=budget)
             progress.finished(tid, out, len(running), _summary(store, problem))
+
+
+def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: int) -> list[int]:
+    """Add the next trials to the store and return their ids ([] when the budget is spent).
+
+    Single fidelity: ``search.batch`` new points while fewer than ``search.budget`` trials exist.
+    Multi-fidelity: the Hyperband jobs nago_spec.fidelity.next_jobs hands out for the free
+    workers (at least ``search.batch`` when a bracket opens), promotions first, then the new
+    configurations the strategy proposes; the budget counts full-budget equivalents.
+    """
+    start = store.next_trial_id()
+    fid = spec.search.fidelity
+    if fid is None:
+        n = min(spec.search.batch, spec.search.budget - start)
+        if n <= 0:
+            return []
+        return store.add_trials(start, strategy.ask(n, next_trial_id=start, pending=pending))
+    fidelity = hyperband(spec)
+    trials = store.trials()
+    rows = fidelity_rows(trials, problem)
+    spent = sum(fidelity.cost(t.budget) for t in trials if t.budget is not None)
+    jobs = next_jobs(fidelity, rows, max(free, spec.search.batch), spec.search.budget - spent)
+    if not jobs:
+        return []
+    by_config = {t.id: t for t in trials}
+    promoted = [j for j in jobs if j.config is not None]
+    new = [j for j in jobs if j.config is None]
+    params = [by_config[j.config].params for j in promoted]
+    if new:
+        params += strategy.ask(len(new), next_trial_id=start + len(promoted), pending=pending)
+    rungs = [{"config": j.config, "bracket": j.bracket, "rung": j.rung, "budget": j.budget} for j in promoted + new]
+    return store.add_trials(start, params, rungs)
+
+
+def hyperband(spec: Spec) -> Fidelity:
+    f = spec.search.fidelity
+    return Fidelity(min=f.min, max=f.max, eta=f.eta)
+
+
+def fidelity_rows(trials: Sequence[TrialRecord], problem) -> list[Row]:
+    """The stored trials as the Hyperband planner reads them (multi-fidelity trials only)."""
+    rows = []
+    for t in trials:
+        if t.budget is None:
+            continue
+        complete = t.state is TrialState.COMPLETE and t.values is not None
+        rows.append(Row(
+            id=t.id, config=t.config, bracket=t.bracket, rung=t.rung, budget=t.budget, state=t.state.value,
+            f=tuple(to_minimization(t.values, problem.objectives)) if complete else None,
+            feasible=not complete or violation(t.values, problem.constraints) <= 0,
+        ))
+    return rows
 
 
 def _summary(store: Store, problem) -> dict[str, Any]:
     """Counts, best value per objective and hypervolume, for the progress display."""
     trials = store.trials()
     counts = {s.value: sum(t.state is s for t in trials) for s in TrialState}
+    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
+    if budgets:  # multi-fidelity: the best and the hypervolume at the highest budget reached so far
+        trials = [t for t in trials if t.budget == max(budgets)]
     fr = front(trials, problem.objectives, problem.constraints)
     best = {}
     for o in problem.objectives:

@@ -83,12 +83,16 @@ def _cached_data(dataset, path, val_fraction, seed, limit, classes):
     return load_dataset(dataset, path, val_fraction=val_fraction, seed=seed, limit=limit, classes=classes)
 
 
-def evaluate_trial(spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate one trial; never raises: returns ``{"ok", "values", "samples", "host"}`` or ``{"ok", "error"}``."""
+def evaluate_trial(
+    spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
+    config: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one trial (at ``budget``, with ``config``'s architectures, in a multi-fidelity run);
+    never raises: returns ``{"ok", "values", "samples", "host"}`` or ``{"ok", "error"}``."""
     host = socket.gethostname()
     try:
         evaluator = _evaluator(spec_file, run_dir)
-        values, samples = evaluator.evaluate(params, trial_id, load_data(spec_file))
+        values, samples = evaluator.evaluate(params, trial_id, load_data(spec_file), budget=budget, config=config)
         return {"ok": True, "values": values, "samples": samples, "host": host}
     except NagoError as exc:
         return {"ok": False, "error": str(exc), "host": host}

@@ -54,3 +54,32 @@ def test_failed_transaction_leaves_nothing(tmp_path):
 def test_wal_mode(tmp_path):
     with Store(tmp_path / "study.db") as s:
         assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rungs_are_stored_and_a_new_config_is_its_own(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        store.add_trials(0, [{"x": 1}, {"x": 2}], [{"bracket": 0, "rung": 0, "budget": 30.0}] * 2)
+        store.add_trials(2, [{"x": 1}], [{"config": 0, "bracket": 0, "rung": 1, "budget": 60.0}])
+        store.add_trials(3, [{"x": 3}])  # a single-fidelity trial: no rung
+        t = store.trials()
+        assert [(r.config, r.bracket, r.rung, r.budget) for r in t] == [
+            (0, 0, 0, 30.0), (1, 0, 0, 30.0), (0, 0, 1, 60.0), (None, None, None, None)]
+
+
+def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path):
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute('CREATE TABLE trials (id INTEGER PRIMARY KEY, state TEXT NOT NULL, params TEXT NOT NULL, '
+                 '"values" TEXT, samples TEXT NOT NULL DEFAULT \'[]\', error TEXT, host TEXT, created REAL, '
+                 'started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 0)')
+    conn.execute("""INSERT INTO trials (id, state, params, "values") VALUES (0, 'COMPLETE', '{"x": 1}', '{"f": 2.0}')""")
+    conn.commit()
+    conn.close()
+    with Store(db) as store:
+        assert store.get_meta("schema_version") == "2"
+        (t,) = store.trials()
+        assert (t.params, t.values, t.budget, t.config) == ({"x": 1}, {"f": 2.0}, None, None)
+    with Store(db) as store:  # opening again is a no-op
+        assert len(store.trials()) == 1

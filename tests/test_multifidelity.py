@@ -1,0 +1,147 @@
+"""Multi-fidelity runs end to end (issue 9): Hyperband brackets on real training, the report's budgets,
+and resume after kill -9 in the middle of a bracket."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_SPEC
+
+from nago_spec.store import Store, TrialState
+from runners.run import RunOptions, run
+
+# Budgets 0.25, 0.5 and 1 epoch (eta 2): bracket 0 runs 4 configs at 0.25, 2 at 0.5 and 1 at 1
+# (cost 3 full-budget equivalents), bracket 1 runs 3 at 0.5 and 1 at 1 (2.5); bracket 2 (3 at 1)
+# does not fit in a budget of 6.
+SEARCH = """[search]
+strategy = "bo"
+budget = 6
+initial = 3
+batch = 2
+fidelity = { min = 0.25, max = 1 }
+[search.options]
+pop_size = 16
+generations = 5
+restarts = 1
+fit_iters = 20
+"""
+
+
+def _spec(tmp_path: Path, export: bool = False) -> Path:
+    old = '[search]\nstrategy = "bo"\nbudget = 4\ninitial = 2\nbatch = 2\n'
+    assert old in TINY_SPEC
+    path = tmp_path / "mf.toml"
+    path.write_text(TINY_SPEC.replace(old, SEARCH) + ("" if export else "onnx = false\n"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("mf")
+    out = tmp / "run"
+    run(_spec(tmp, export=True), RunOptions(out=out, mode="quiet"))
+    return out
+
+
+def _trials(out: Path) -> list:
+    with Store(out / "study.db") as s:
+        return s.trials()
+
+
+def test_brackets_follow_hyperband_and_promote_the_best(finished):
+    trials = _trials(finished)
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    shape = {}
+    for t in trials:
+        shape.setdefault((t.bracket, t.rung), []).append(t)
+    assert {k: (len(v), v[0].budget) for k, v in shape.items()} == {
+        (0, 0): (4, 0.25), (0, 1): (2, 0.5), (0, 2): (1, 1.0), (1, 0): (3, 0.5), (1, 1): (1, 1.0),
+    }
+    by_id = {t.id: t for t in trials}
+    for t in trials:
+        if t.rung == 0:
+            assert t.config == t.id
+        else:  # a promotion: the same configuration and architectures, trained for the larger budget
+            first = by_id[t.config]
+            assert first.rung == 0 and first.bracket == t.bracket and t.params == first.params
+            assert t.samples[0]["seed"] == first.samples[0]["seed"]
+            assert t.samples[0]["train"]["epochs"] == pytest.approx(t.budget, abs=0.06)
+    # rung 1 of bracket 0 holds the 2 best of rung 0 (error and params both minimised): the two are
+    # not both dominated by a rung-0 config left behind
+    rung0 = shape[0, 0]
+    up = {t.config for t in shape[0, 1]}
+    for t in (x for x in rung0 if x.id in up):
+        dominators = [o for o in rung0 if o.id not in up and all(o.values[k] <= t.values[k] for k in t.values)
+                      and o.values != t.values]
+        assert len(dominators) == 0 or len(up) < 2
+
+
+def test_the_report_shows_budgets_and_the_front_at_the_highest_budget(finished):
+    report = (finished / "report.md").read_text()
+    assert "## Budgets" in report and "Hyperband with eta = 2, budgets 0.25, 0.5, 1" in report
+    assert "| 0 | 2 | 1 | 1 |" in report  # bracket 0, rung 2, budget 1, one trial
+    rows = list(csv.DictReader((finished / "trials.csv").open()))
+    assert len(rows) == 11 and {r["budget"] for r in rows} == {"0.25", "0.5", "1.0"}
+    pareto = list(csv.DictReader((finished / "pareto.csv").open()))
+    assert pareto and all(r["budget"] == "1.0" for r in pareto)
+    manifest = json.loads((finished / "models" / "manifest.json").read_text())
+    top = {t.id for t in _trials(finished) if t.budget == 1.0}
+    assert manifest["models"] and {m["trial"] for m in manifest["models"]} <= top
+
+
+def _counts(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(db, timeout=5.0)
+    try:
+        return dict(conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        conn.close()
+
+
+def _kill_at(spec: Path, out: Path, k: int) -> None:
+    """Start ``nago run`` and SIGKILL it once ``k`` trials are COMPLETE and one is RUNNING."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "run", str(spec), "--out", str(out), "--progress", "quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            c = _counts(out / "study.db")
+            if c.get("COMPLETE", 0) >= k and c.get("RUNNING", 0):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before the kill at {k}: {proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no kill point at {k} complete trials within 120 s (states: {c})")
+            time.sleep(0.005)
+        proc.wait()
+    finally:
+        proc.stderr.close()
+
+
+def test_a_run_killed_mid_bracket_resumes_to_the_same_trials(tmp_path, finished):
+    spec = _spec(tmp_path)
+    out = tmp_path / "killed"
+    for k in (2, 5, 9):  # in rung 0 of bracket 0, in its rung 1, in bracket 1
+        _kill_at(spec, out, k)
+    run(spec, RunOptions(out=out, mode="quiet"))
+    resumed, whole = _trials(out), _trials(finished)
+
+    def record(t):
+        return (t.id, t.state, t.config, t.bracket, t.rung, t.budget, t.params, t.values)
+
+    assert [record(t) for t in resumed] == [record(t) for t in whole]
