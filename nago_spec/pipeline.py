@@ -293,6 +293,7 @@ class Evaluator:
                     "train": {
                         "val_accuracy": result.val_accuracy,
                         "epochs": result.epochs,
+                        "images": len(data.y_train),
                         "seconds": result.seconds,
                         "images_per_second": result.images_per_second,
                     },

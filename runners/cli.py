@@ -47,6 +47,12 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     summary["constraints"] = [{"objective": c.objective, "min": c.min, "max": c.max} for c in problem.constraints]
     summary["search"] = {"strategy": spec.search.strategy, "budget": spec.search.budget,
                          "initial": spec.search.initial, "batch": spec.search.batch}
+    if spec.search.fidelity is not None:
+        from runners.run import hyperband
+
+        f, hb = spec.search.fidelity, hyperband(spec)
+        summary["search"]["fidelity"] = {"on": f.on, "eta": f.eta, "budgets": list(hb.budgets()),
+                                         "brackets": [list(map(list, hb.bracket(i))) for i in range(hb.s_max + 1)]}
     summary["run"] = {"backend": spec.run.backend, "workers": spec.run.workers}
     if shape is not None:
         import numpy as np
@@ -122,6 +128,11 @@ def _print_summary(s: dict[str, Any]) -> None:
     q = s["search"]
     print(f"  search: {q['strategy']}, budget {q['budget']}, initial {q['initial']}, batch {q['batch']}; "
           f"run: {s['run']['backend']} x {s['run']['workers'] or 'all cores'}")
+    if "fidelity" in q:
+        fq = q["fidelity"]
+        unit = "epochs" if fq["on"] == "epochs" else "of the training data"
+        print(f"  fidelity: Hyperband, eta {fq['eta']}, budgets {', '.join(f'{b:g}' for b in fq['budgets'])} {unit}; "
+              "brackets " + "; ".join(" -> ".join(f"{n} at {b:g}" for n, b in br) for br in fq["brackets"]))
     if "sample_network" in s:
         n = s["sample_network"]
         print("  sample network (centre of the space): " + ", ".join(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import tarfile
 from collections import Counter
@@ -745,3 +746,20 @@ def test_cifar10_jpg_tar_with_limit(cifar10_jpg):
     assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (1600, 400, 10000)
     assert torch.bincount(torch.cat([d.y_train, d.y_val])).tolist() == [200] * 10
     assert torch.bincount(d.y_val).tolist() == [40] * 10
+
+
+def test_train_fraction_is_stratified_nested_and_leaves_val_and_test_alone(digits):
+    from nago_spec.data import train_fraction
+
+    quarter, half = train_fraction(digits, 0.25, seed=4), train_fraction(digits, 0.5, seed=4)
+    assert train_fraction(digits, 1.0, seed=4) is digits
+    counts = Counter(digits.y_train.tolist())
+    for part, f in ((quarter, 0.25), (half, 0.5)):
+        got = Counter(part.y_train.tolist())
+        assert all(got[c] == math.ceil(f * n) for c, n in counts.items())
+        assert torch.equal(part.x_val, digits.x_val) and torch.equal(part.x_test, digits.x_test)
+        assert (part.mean, part.std) == (digits.mean, digits.std)  # the model normalises as the full run does
+    assert _pairs(quarter.x_train, quarter.y_train) <= _pairs(half.x_train, half.y_train)  # nested
+    assert not torch.equal(train_fraction(digits, 0.25, seed=5).x_train, quarter.x_train)
+    with pytest.raises(DataError, match="0 < fraction <= 1"):
+        train_fraction(digits, 1.5, seed=0)

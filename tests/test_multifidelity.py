@@ -145,3 +145,18 @@ def test_a_run_killed_mid_bracket_resumes_to_the_same_trials(tmp_path, finished)
         return (t.id, t.state, t.config, t.bracket, t.rung, t.budget, t.params, t.values)
 
     assert [record(t) for t in resumed] == [record(t) for t in whole]
+
+
+def test_a_data_fraction_fidelity_trains_on_nested_subsets_for_the_same_epochs(tmp_path):
+    text = _spec(tmp_path).read_text().replace("budget = 6", "budget = 3").replace(
+        "fidelity = { min = 0.25, max = 1 }", 'fidelity = { min = 0.25, max = 1, on = "data" }')
+    spec = tmp_path / "data.toml"
+    spec.write_text(text)
+    out = run(spec, RunOptions(out=tmp_path / "run", mode="quiet"))
+    trials = _trials(out)
+    assert [(t.bracket, t.rung, t.budget) for t in trials] == [(0, 0, 0.25)] * 4 + [(0, 1, 0.5)] * 2 + [(0, 2, 1.0)]
+    full = max(t.samples[0]["train"]["images"] for t in trials)
+    for t in trials:
+        train = t.samples[0]["train"]
+        assert train["epochs"] == 1.0  # [train].epochs: the budget is the data here
+        assert abs(train["images"] - t.budget * full) <= 10  # ceil per class: at most one image more per class
