@@ -254,3 +254,16 @@ def stopped_at(fidelity: Fidelity, rows: Sequence[Row]) -> dict[int, float]:
         if r.state == "COMPLETE":
             out[r.config] = max(out.get(r.config, -math.inf), float(r.budget))
     return out
+
+
+def planned_trials(fidelity: Fidelity, cost_budget: float) -> int:
+    """How many trials (rows) a search of ``cost_budget`` full-budget equivalents runs when none fails:
+    the length of next_jobs's plan played out with every row completing (for progress displays)."""
+    rows: list[Row] = []
+    while True:
+        jobs = next_jobs(fidelity, rows, 1, cost_budget - sum(fidelity.cost(r.budget) for r in rows))
+        if not jobs:
+            return len(rows)
+        j = jobs[0]
+        i = len(rows)
+        rows.append(Row(i, i if j.config is None else j.config, j.bracket, j.rung, j.budget, "COMPLETE", (float(i),)))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nago_spec.errors import NagoError, StoreError
-from nago_spec.fidelity import Fidelity, Row, next_jobs
+from nago_spec.fidelity import Fidelity, Row, next_jobs, planned_trials
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
 from nago_spec.report import (
@@ -123,7 +123,10 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
         problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
     backend = backend_of(spec)
-    progress = Progress(opts.mode, total=spec.search.budget, objectives=problem.objectives)
+    total = spec.search.budget
+    if spec.search.fidelity is not None:
+        total = planned_trials(hyperband(spec), spec.search.budget)
+    progress = Progress(opts.mode, total=total, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
             store.set_meta("resume_key", resume_key(spec))

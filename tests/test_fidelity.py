@@ -251,3 +251,13 @@ def test_rows_are_checked_and_stopped_at():
         next_jobs(BOHB, [Row(0, 0, 0, 0, 30.0, "DONE")], 1, 1.0)
     with pytest.raises(ValueError, match="unique"):
         next_jobs(BOHB, [Row(0, 0, 0, 0, 30.0, "PENDING")] * 2, 1, 1.0)
+
+
+def test_planned_trials_counts_the_rows_of_a_run_without_failures():
+    from nago_spec.fidelity import planned_trials
+
+    f = Fidelity(min=0.25, max=1.0, eta=2)
+    assert planned_trials(f, 6) == 11  # bracket 0 (4 + 2 + 1, cost 3) and bracket 1 (3 + 1, cost 2.5)
+    assert planned_trials(f, 8.5) == 14  # and bracket 2: 3 at the full budget
+    assert planned_trials(Fidelity(min=1.0, max=1.0), 5) == 5
+    assert planned_trials(f, 0.2) == 0
