@@ -286,10 +286,7 @@ def _summary(store: Store, problem) -> dict[str, Any]:
     """Counts, best value per objective and hypervolume, for the progress display."""
     trials = store.trials()
     counts = {s.value: sum(t.state is s for t in trials) for s in TrialState}
-    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
-    if budgets:  # multi-fidelity: the best and the hypervolume at the highest budget reached so far
-        trials = [t for t in trials if t.budget == max(budgets)]
-    fr = front(trials, problem.objectives, problem.constraints)
+    fr = front(top_budget(trials), problem.objectives, problem.constraints)
     best = {}
     for o in problem.objectives:
         vals = [t.values[o.name] for t, ok in zip(fr.complete, fr.feasible) if ok]
@@ -298,6 +295,13 @@ def _summary(store: Store, problem) -> dict[str, Any]:
     feas = [t for t, ok in zip(fr.complete, fr.feasible) if ok]
     hv = normalised_hv(to_minimization([t.values for t in feas], problem.objectives), fr) if feas else 0.0
     return {"counts": counts, "best": best, "hypervolume": hv}
+
+
+def top_budget(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials whose values compare: all of a single-fidelity run; in a multi-fidelity run those at
+    the highest budget any trial has completed so far (a low-budget error is not comparable)."""
+    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
+    return [t for t in trials if t.budget == max(budgets)] if budgets else trials
 
 
 def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
@@ -501,10 +505,13 @@ def status_text(run_dir: Path) -> str:
     with Store(run_dir / "study.db") as store:
         s = _summary(store, problem)
         trials = store.trials()
-    fr = front(trials, problem.objectives, problem.constraints)
+    fr = front(top_budget(trials), problem.objectives, problem.constraints)
     c = s["counts"]
+    planned = spec.search.budget
+    if spec.search.fidelity is not None:
+        planned = planned_trials(hyperband(spec), spec.search.budget)
     lines = [
-        f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{spec.search.budget} evaluations "
+        f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
         f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)",
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
         "best: " + ", ".join(f"{k} = {v:.6g}" for k, v in s["best"].items()),

@@ -160,3 +160,13 @@ def test_a_data_fraction_fidelity_trains_on_nested_subsets_for_the_same_epochs(t
         train = t.samples[0]["train"]
         assert train["epochs"] == 1.0  # [train].epochs: the budget is the data here
         assert abs(train["images"] - t.budget * full) <= 10  # ceil per class: at most one image more per class
+
+
+def test_status_counts_the_planned_trials_and_shows_the_front_at_the_highest_budget(finished):
+    from runners.run import status_text
+
+    text = status_text(finished)
+    assert "11/11 evaluations (11 complete" in text.splitlines()[0]
+    top = {t.id for t in _trials(finished) if t.budget == 1.0}
+    listed = [int(line.split()[1].rstrip(":")) for line in text.splitlines() if line.startswith("  trial ")]
+    assert listed and set(listed) <= top
