@@ -511,8 +511,8 @@ def status_text(run_dir: Path) -> str:
     if spec.search.fidelity is not None:
         planned = planned_trials(hyperband(spec), spec.search.budget)
     lines = [
-        f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
-        f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)",
+        (f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
+         f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)"),
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
         "best: " + ", ".join(f"{k} = {v:.6g}" for k, v in s["best"].items()),
         f"Pareto front ({len(fr.pareto)}):",
