@@ -151,8 +151,8 @@ def load_dataset(
 
 
 def train_fraction(data: Dataset, fraction: float, seed: int) -> Dataset:
-    """``data`` with its training split cut to ``ceil(fraction * n_c)`` images of each class c (at least
-    one), the rest unchanged: the data-fraction budget of a multi-fidelity search.
+    """``data`` with its training split cut to ``ceil(fraction * n_c)`` images of each class c (so at
+    least one), the rest unchanged: the data-fraction budget of a multi-fidelity search.
 
     The subsets are nested: each class's images are taken in one fixed order drawn from ``seed``,
     so a larger fraction holds every image of a smaller one.
@@ -166,7 +166,7 @@ def train_fraction(data: Dataset, fraction: float, seed: int) -> Dataset:
     keep = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        keep.append(idx[: max(1, math.ceil(round(fraction * len(idx), 9)))])
+        keep.append(idx[: math.ceil(round(fraction * len(idx), 9))])
     order = torch.from_numpy(np.sort(np.concatenate(keep)))
     return dataclasses.replace(data, x_train=data.x_train[order], y_train=data.y_train[order])
 

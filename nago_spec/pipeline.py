@@ -152,11 +152,10 @@ def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape:
     )
 
 
-def fit(model: Any, data: Any, t: TrainSpec, seed: int, *, max_seconds: float | None = None) -> Any:
+def fit(model: Any, data: Any, t: TrainSpec, seed: int) -> Any:
     """Train ``model`` in place as ``t`` says (nago_spec.train.train) and return its TrainResult.
 
-    ``max_seconds`` defaults to ``t.max_seconds``. Cutout fills with the training split's mean
-    pixel, which the model's normalisation maps to 0.
+    Cutout fills with the training split's mean pixel, which the model's normalisation maps to 0.
     """
     from nago_spec.train import Augment, train
 
@@ -176,7 +175,7 @@ def fit(model: Any, data: Any, t: TrainSpec, seed: int, *, max_seconds: float | 
         label_smoothing=t.label_smoothing,
         augment=augment if augment else None,
         channels_last=t.channels_last,
-        max_seconds=max_seconds if max_seconds is not None else t.max_seconds,
+        max_seconds=t.max_seconds,
     )
 
 

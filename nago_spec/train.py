@@ -4,19 +4,19 @@ Thread counts are the process owner's business: a NAS worker is expected to run 
 ``torch.set_num_threads(1)`` (one worker per core), and nothing here changes it.
 Batches are index slices of the in-memory uint8 tensors (no DataLoader, no worker processes).
 
-CPU speed-ups, each measured on sampled Fashion-MNIST networks of ~50k parameters at one thread
-(benchmarks/bench_train.py):
+CPU speed-ups, each measured on the three sampled Fashion-MNIST networks of ~50k parameters of
+benchmarks/bench_train.py at one thread, every format explicit:
 
 - channels_last pays on networks whose convolutions are all at least CHANNELS_LAST_MIN_WIDTH wide
   (1.05-1.31x faster over 14 sampled networks), and costs on narrower ones (0.84-0.92x: oneDNN's
   NHWC kernels lose on 2-3 channels), so ``channels_last="auto"`` decides by that rule,
   deterministically, per network. Batches and weights are given the chosen format's strides
   explicitly (in_format): a 1-channel batch is otherwise ambiguous, see there.
-- Fused optimizer steps (one kernel over all parameters) save 1-3 % on networks of hundreds of
-  small tensors.
-- Not used: bf16 autocast (0.96-1.06x here, and it changes the numbers the search compares);
-  mkldnn disabled (0.6-0.7x); torch.compile (1.2-1.4x once compiled, but ~60 s to compile one
-  network on this machine, more than a search trial's whole training).
+- Fused optimizer steps (one kernel over all parameters): 1.00-1.05x.
+- Not used: mkldnn disabled (0.6-0.77x); torch.compile (1.2-1.4x once compiled, but ~60 s to
+  compile one network on this machine, more than a search trial's whole training); bf16 autocast
+  (1.07-1.35x on this AVX-512-BF16 CPU, but it changes the numbers the search compares and its
+  effect on accuracy is unmeasured: a candidate for an opt-in setting).
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +84,46 @@ def tiny_spec(tmp_path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPEC)
     return path
+
+
+def trial_counts(db: Path) -> dict[str, int]:
+    """Trials per state, read with a plain connection (the run holds the store; WAL lets us read)."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(db, timeout=5.0)
+    try:
+        return dict(conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    except sqlite3.OperationalError:  # the table is not created yet
+        return {}
+    finally:
+        conn.close()
+
+
+def kill_run_at(spec: Path, out: Path, k: int, timeout: float = 60.0) -> None:
+    """Start ``nago run`` in a new session and SIGKILL it, with every worker it started, once ``k``
+    trials are COMPLETE and one is RUNNING."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "run", str(spec), "--out", str(out), "--progress", "quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            c = trial_counts(out / "study.db")
+            if c.get("COMPLETE", 0) >= k and c.get("RUNNING", 0):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before the kill at {k} complete trials: {proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no kill point at {k} complete trials within {timeout:g} s (states: {c})")
+            time.sleep(0.005)
+        proc.wait()
+    finally:
+        try:  # the pool's workers of the process backend, which we started too
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -4,16 +4,11 @@ with the same trials as an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import math
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_run_at
 
 from nago_spec.store import Store, TrialState
 from runners.run import RunOptions, run
@@ -72,47 +67,10 @@ def _spec(tmp_path: Path, strategy: str, backend: str, workers: int) -> Path:
     return path
 
 
-def _counts(db: Path) -> dict[str, int]:
-    """Trials per state, read with a plain connection (the run holds the store; WAL lets us read)."""
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(db, timeout=5.0)
-    try:
-        return dict(conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
-    except sqlite3.OperationalError:  # the table is not created yet
-        return {}
-    finally:
-        conn.close()
-
-
 def _kill_mid_trial(spec: Path, out: Path, k: int) -> list[int]:
-    """Start ``nago run``, SIGKILL it once ``k`` trials are COMPLETE and one is RUNNING; returns the
-    ids the kill left RUNNING."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "run", str(spec), "--out", str(out), "--progress", "quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            c = _counts(out / "study.db")
-            if c.get("COMPLETE", 0) >= k and c.get("RUNNING", 0):
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before the kill at {k} complete trials: {proc.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no kill point at {k} complete trials within 60 s (states: {c})")
-            time.sleep(0.005)
-        proc.wait()
-    finally:
-        try:  # the pool's workers of the process backend, which we started too
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    """``nago run`` SIGKILLed once ``k`` trials are COMPLETE and one is RUNNING; returns the ids the
+    kill left RUNNING."""
+    kill_run_at(spec, out, k)
     with Store(out / "study.db") as s:
         return [t.id for t in s.trials(TrialState.RUNNING)]
 
