@@ -40,7 +40,7 @@ def build_space(spec: Spec) -> SearchSpace:
 
     Network specs: ``top.nodes``, ``mid.p``, ... for the level tables (``stage.*`` for rnag),
     ``top.merge.concat`` for a level's merge weights, ``stage_ratios.0``, ``channel_ratios.2``,
-    ``head_width``, ``conv_type`` (categorical) and ``ops.conv5x5``. Plain-parameter specs: the
+    ``param_budget``, ``head_width``, ``conv_type`` (categorical) and ``ops.conv5x5``. Plain-parameter specs: the
     names of [space.params].
     """
     params: list[Any] = []
@@ -72,6 +72,7 @@ def build_space(spec: Spec) -> SearchSpace:
             add(f"stage_ratios.{i}", r)
     for i, r in enumerate(s.channel_ratios):
         add(f"channel_ratios.{i}", r)
+    add("param_budget", s.param_budget, IntParam)
     add("head_width", s.head_width, IntParam)
     if s.kind == "hnag":
         if isinstance(s.conv_type, tuple):
@@ -98,7 +99,7 @@ def _level_config(spec: Spec, level: str, params: Mapping[str, Any]):
 def _widths(spec: Spec, params: Mapping[str, Any]) -> dict[str, Any]:
     s = spec.space
     return {
-        "param_budget": s.param_budget,
+        "param_budget": int(_resolve(s.param_budget, "param_budget", params)),
         "channel_ratios": tuple(_resolve(r, f"channel_ratios.{i}", params) for i, r in enumerate(s.channel_ratios)),
         "head_width": int(_resolve(s.head_width, "head_width", params)),
     }
@@ -204,6 +205,8 @@ class Evaluator:
             ObjectiveInfo(n, OBJECTIVES.get(n).direction, OBJECTIVES.get(n).cheap) for n in extra
         )
         self._measured = [o.name for o in self.objectives + self._constrained]
+        # [search].record: stored with every trial, never shown to the strategy
+        self._measured += [n for n in spec.search.record if n not in declared and n not in extra]
 
     # -- problem -----------------------------------------------------------------------------------
     def problem(self, shape: DataShape | None) -> Problem:

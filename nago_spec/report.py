@@ -239,7 +239,8 @@ def write_report(
     highest budget, and report.md gains a section on the budgets.
     """
     onames = [o.name for o in objectives]
-    extra = sorted({c.objective for c in constraints} - set(onames))
+    # measured but not objectives: constraint-only and [search].record metrics
+    extra = sorted({k for t in trials if t.values for k in t.values} - set(onames))
     every = trials
     if fidelity is not None:
         trials = [t for t in every if t.budget == fidelity.max]

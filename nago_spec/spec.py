@@ -159,7 +159,11 @@ class SpaceSpec:
 
     ``rnag`` uses ``stage`` (one graph per stage, len(channel_ratios) stages) and ignores
     ``stage_ratios``, ``share_graphs``, ``conv_type``, ``ops`` and the three hnag levels; hnag ignores
-    ``stage``. Each ratio, ``head_width`` and each weight below is fixed or a searched Range:
+    ``stage``. ``param_budget``, each ratio, ``head_width`` and each weight below is fixed or a searched
+    Range:
+
+    - ``param_budget``: the conv parameters the widths are scaled to (NAGO.md §1.6). Searching it (a
+      log range, say 4k to 100k) lets one run's front span network sizes, not only structures.
 
     - ``stage_ratios``: the share of top-level nodes in each stage; all fixed, they sum to 1; with any
       entry searched they are relative weights that the generator normalises to sum to 1.
@@ -171,7 +175,7 @@ class SpaceSpec:
     """
 
     kind: str = "hnag"
-    param_budget: int = 20000
+    param_budget: int | Range = 20000
     stage_ratios: tuple[float | Range, ...] = (1 / 3, 1 / 3, 1 / 3)
     channel_ratios: tuple[float | Range, ...] = (1.0, 2.0, 4.0)
     head_width: int | Range = 1280
@@ -274,6 +278,9 @@ class SearchSpec:
 
     ``options`` are the strategy's own (its class's ``default_options`` names them), passed to its
     constructor; those left out keep the strategy's defaults.
+
+    ``record``: built-in objectives measured and stored with every trial (trials.csv) but never shown
+    to the strategy, e.g. ``test_error`` to study a search on held-out data without selecting on it.
     """
 
     strategy: str = "bo"
@@ -282,6 +289,7 @@ class SearchSpec:
     batch: int = 2
     options: Mapping[str, Any] = FrozenMap()
     fidelity: FidelitySpec | None = None
+    record: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,7 +323,8 @@ class ExportSpec:
     feasible trials by ``order_by``); ``max_models`` caps the points. ``batch_size``, ``lr``,
     ``warmup_epochs`` and the augmentation (``crop_padding``, ``flip``, ``cutout``; the paper's final
     protocol uses cutout 16 on 32x32 images) default to [train]'s; Spec.final_train() resolves them.
-    ``latency``: time each model in onnxruntime and torch.
+    ``latency``: time each model in onnxruntime and torch. ``max_seconds`` caps each model's final
+    training; the schedule then follows the time spent, as [train].max_seconds does in the search.
     """
 
     onnx: bool = True
@@ -332,6 +341,7 @@ class ExportSpec:
     cutout: int | None = None
     latency: bool = True
     opset: int = 20
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -374,11 +384,12 @@ class Spec:
 
     def final_train(self) -> TrainSpec:
         """[train] as the final evaluation uses it: [export]'s epochs, and its batch size, rate, warm-up
-        and augmentation where given; no time cap, one architecture per call."""
+        and augmentation where given; its own time cap (``[export].max_seconds``, none by default),
+        one architecture per call."""
         e = self.export
         given = {k: getattr(e, k) for k in ("batch_size", "lr", "warmup_epochs", "crop_padding", "flip", "cutout")}
         return dataclasses.replace(
-            self.train, epochs=e.final_epochs, max_seconds=None, samples_per_point=1,
+            self.train, epochs=e.final_epochs, max_seconds=e.max_seconds, samples_per_point=1,
             **{k: v for k, v in given.items() if v is not None},
         )
 
@@ -422,6 +433,10 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
         d.pop("fidelity", None)
     else:
         d["fidelity"] = _fields_dict(s.fidelity)
+    if not s.record:  # likewise
+        d.pop("record")
+    else:
+        d["record"] = list(s.record)
     return d
 
 
@@ -851,6 +866,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "cutout": _integer(ge=0),
         "latency": _boolean,
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
+        "max_seconds": _number(gt=0),
     })
     if search.fidelity is not None and space.kind == "params":
         rep.add("[search.fidelity]", "needs a network space (kind = \"hnag\" or \"rnag\"): the budget is "
@@ -866,6 +882,8 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         else:
             rep.add("[export].warmup_epochs", message, export.warmup_epochs)
     names = [o.name for o in objectives]
+    for name in set(search.record) & set(names):
+        rep.add("[search].record", f"{name!r} is already an objective (every objective is stored)", list(search.record))
     if export.order_by is not None and names and export.order_by not in names:
         rep.add("[export].order_by", "not an objective of this spec"
                 f"{did_you_mean(export.order_by, names)}; valid: {', '.join(names)}", export.order_by)
@@ -935,6 +953,7 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         "budget": _integer(ge=1),
         "initial": _integer(ge=1),
         "batch": _integer(ge=1),
+        "record": _recorded,
     }, section="search", known=("options", "fidelity"))
     if "fidelity" in table:
         fidelity = _fidelity(rep, rep.table("[search].fidelity", table["fidelity"], "[search.fidelity]"))
@@ -945,6 +964,18 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         if options and ("strategy" in values or "strategy" not in table):  # a bad strategy has no options to judge
             values["options"] = _search_options(rep, values.get("strategy", SearchSpec.strategy), options)
     return SearchSpec(**values)
+
+
+def _recorded(v: Any) -> tuple[str, ...]:
+    names = OBJECTIVES.names()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Invalid(f"must be a list of built-in objective names; valid: {', '.join(names)}")
+    for x in v:
+        if x not in OBJECTIVES:
+            raise _Invalid(f"unknown objective {x!r}{did_you_mean(x, names)}; valid: {', '.join(names)}")
+    if len(set(v)) < len(v):
+        raise _Invalid("names an objective twice")
+    return tuple(v)
 
 
 def _fidelity(rep: _Report, table: dict[str, Any]) -> FidelitySpec | None:
@@ -1053,7 +1084,7 @@ def _data(rep: _Report, table: dict[str, Any], base: Path) -> DataSpec:
 def _space(rep: _Report, table: dict[str, Any]) -> SpaceSpec:
     rules: dict[str, Rule] = {
         "kind": _choice("space kind", SPACE_KINDS),
-        "param_budget": _integer(ge=1),
+        "param_budget": _scalar_or_range(_integer(ge=1)),
         "stage_ratios": _stage_ratios,
         "channel_ratios": _channel_ratios,
         "head_width": _scalar_or_range(_integer(ge=0)),
@@ -1319,7 +1350,8 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
         builtin = OBJECTIVES.get(name)
         if builtin.final_only:
             rep.add(f"{prefix}.name", f"'{name}' is available in final reports only, not as a search "
-                    "objective (searching on it would select on the test set)", name)
+                    "objective (searching on it would select on the test set); [search].record = "
+                    f"[\"{name}\"] stores it with every trial without searching on it", name)
             continue
         if v.get("direction", builtin.direction) != builtin.direction:
             rep.add(f"{prefix}.direction", f"the built-in objective '{name}' is always {builtin.direction}d",

@@ -60,7 +60,8 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
         center = problem.space.from_unit(np.full(problem.space.dim, 0.5))
         arch = sample_architecture(spec, center, sample_seed(spec.seed, 0, 0), shape)
         # the budget sizes the bottom-level convs only (NAGO.md §1.6); the real count includes stem, head, projections
-        summary["sample_network"] = {"params_point": center, "param_budget": spec.space.param_budget, **arch.summary()}
+        summary["sample_network"] = {"params_point": center, "param_budget": center.get("param_budget", spec.space.param_budget),
+                                     **arch.summary()}
     return summary
 
 

@@ -59,6 +59,49 @@ def test_tiny_spec_end_to_end(tiny_spec, tmp_path):
     assert "Pareto front" in (out / "report.md").read_text()
 
 
+def test_recorded_objectives_are_stored_but_never_searched(tmp_path):
+    """[search].record = ["test_error"]: every trial stores its test error (trials.csv too), while the
+    strategy sees only the declared objectives, so the run is the same run without it."""
+    from conftest import TINY_SPEC
+
+    def go(name, text):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(text)
+        out = tmp_path / name
+        run(spec, RunOptions(out=out, mode="quiet"))
+        return out
+
+    plain = go("plain", TINY_SPEC)
+    text = TINY_SPEC.replace("[search]\n", '[search]\nrecord = ["test_error", "flops"]\n')
+    recorded = go("recorded", text)
+    a, b = _values(plain), _values(recorded)
+    assert [p for p, _, _ in a.values()] == [p for p, _, _ in b.values()]
+    for (_, va, _), (_, vb, _) in zip(a.values(), b.values()):
+        assert {k: vb[k] for k in va} == va and 0 <= vb["test_error"] <= 1 and vb["flops"] > 0
+    rows = list(csv.DictReader((recorded / "trials.csv").open()))
+    assert {"test_error", "flops"} <= set(rows[0]) and all(float(r["test_error"]) >= 0 for r in rows)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_SPEC.replace("[search]\n", '[search]\nrecord = ["error"]\n'))
+    assert main(["check", str(bad)]) == 2
+
+
+def test_a_searched_param_budget_spans_network_sizes(tmp_path):
+    from conftest import TINY_SPEC
+
+    from nago_spec.pipeline import DataShape, build_space, sample_architecture
+    from nago_spec.spec import load_spec
+
+    path = tmp_path / "s.toml"
+    path.write_text(TINY_SPEC.replace("param_budget = 3000", "param_budget = { low = 1000, high = 30000, log = true }"))
+    spec = load_spec(path)
+    space = build_space(spec)
+    assert "param_budget" in space.names
+    point = space.from_unit(np.full(space.dim, 0.5))
+    sizes = [sample_architecture(spec, {**point, "param_budget": b}, 0, DataShape(1, (8, 8), 10)).param_count()
+             for b in (1000, 30000)]
+    assert sizes[1] > 3 * sizes[0]
+
+
 def test_resume_extends_without_rerunning(tiny_spec, tmp_path):
     out = tmp_path / "run"
     run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))

@@ -484,6 +484,9 @@ def test_final_training_takes_trains_settings_unless_export_overrides_them(tmp_p
     assert (f.epochs, f.lr, f.warmup_epochs, f.label_smoothing) == (8, 0.1, 0.5, 0.1)
     assert (f.crop_padding, f.flip, f.cutout) == (2, False, 0)
     assert f.max_seconds is None and f.samples_per_point == 1
+    capped = load_text(tmp_path, MINIMAL + "[train]\nmax_seconds = 9\n[export]\nmax_seconds = 600\n")
+    assert (capped.train.max_seconds, capped.final_train().max_seconds) == (9, 600)
+    expect_error(tmp_path, MINIMAL + "[export]\nmax_seconds = 0\n", "[export].max_seconds = 0: must be > 0")
     expect_error(tmp_path, MINIMAL + "[train]\nepochs = 9\nwarmup_epochs = 6\n[export]\nfinal_epochs = 5\n",
                  "[export].warmup_epochs: must be less than final_epochs = 5 (it defaults to [train]'s, 6)")
 

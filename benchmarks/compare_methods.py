@@ -1,0 +1,195 @@
+"""Strategies and spaces compared at an equal evaluation budget (docs/RESULTS.md, experiments 1 and 2).
+
+Each method is a spec run with one strategy, for every seed:
+
+- ``hnag-bo``, ``hnag-random``, ``hnag-evolution``: specs/12_fashion_methods.toml (the NAGO space on a
+  Fashion-MNIST subsample) with strategy bo, random and evolution (parents ``--pop-size``, since a
+  20-trial budget leaves the default 20 parents no generation to select);
+- ``rnag-bo``: specs/13_fashion_rnag.toml (the RandWire space, same data, training and budget) with bo.
+
+Both specs record every trial's test error (``[search].record``), which no strategy sees. A run's
+front is chosen as a user would choose it, on validation error and parameters; the score is the
+hypervolume of that front's (test error, parameters), normalised in one box spanning every trial of
+every run, so the numbers compare across methods and seeds. The table gives mean ± std over the seeds;
+``--png-fronts`` draws each method's fronts on one figure and ``--png-hv`` the hypervolume against
+evaluations.
+
+    python benchmarks/compare_methods.py [--seeds 3] [--out runs/compare] [--methods hnag-bo,rnag-bo]
+        [--png-fronts docs/methods_fronts.png] [--png-hv docs/methods_hv.png] [--json results.json]
+
+Runs already finished in ``--out`` are resumed (read back), not repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nago_spec.pareto import hypervolume, non_dominated
+from nago_spec.spec import load_spec
+from nago_spec.store import Store, TrialState
+from runners.run import RunOptions, run
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {  # name: (spec, strategy)
+    "hnag-bo": ("specs/12_fashion_methods.toml", "bo"),
+    "hnag-random": ("specs/12_fashion_methods.toml", "random"),
+    "hnag-evolution": ("specs/12_fashion_methods.toml", "evolution"),
+    "rnag-bo": ("specs/13_fashion_rnag.toml", "bo"),
+}
+
+
+def method_spec(method: str, where: Path, pop_size: int, data: Path | None) -> Path:
+    """A copy of the method's spec with its strategy, the data path made absolute (or ``data``)."""
+    source, strategy = METHODS[method]
+    source = ROOT / source
+    spec = load_spec(source)
+    text = source.read_text()
+    text = re.sub(r'(?m)^strategy = ".*"', f'strategy = "{strategy}"', text)
+    text = re.sub(r'(?m)^path = ".*"', f'path = "{(data or spec.data.path).resolve()}"', text)
+    if strategy == "evolution":
+        text = text.replace("\n[run]\n", f"\n[search.options]\npop_size = {pop_size}\n\n[run]\n")
+    path = where / f"{method}.toml"
+    path.write_text(text)
+    return path
+
+
+def scored(trials) -> tuple[np.ndarray, np.ndarray]:
+    """(val error, params) and (test error, params) of the complete trials, in trial order."""
+    done = sorted((t for t in trials if t.state is TrialState.COMPLETE), key=lambda t: t.id)
+    val = np.array([[t.values["error"], t.values["params"]] for t in done]).reshape(-1, 2)
+    test = np.array([[t.values["test_error"], t.values["params"]] for t in done]).reshape(-1, 2)
+    return val, test
+
+
+def chosen_front(val: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The (test error, params) of the points non-dominated on (val error, params)."""
+    return test[non_dominated(val)] if len(val) else test
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--pop-size", type=int, default=8, help="evolution's parents")
+    parser.add_argument("--data", type=Path, default=None, help="Fashion-MNIST IDX folder (default: the specs' path)")
+    parser.add_argument("--out", type=Path, default=None, help="keep (and resume) the run directories here")
+    parser.add_argument("--png-fronts", type=Path, default=None)
+    parser.add_argument("--png-hv", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    data = args.data or load_spec(ROOT / METHODS[methods[0]][0]).data.path
+    if not Path(data).is_dir():
+        print(f"Fashion-MNIST not found at {data}; pass --data DIR (the four IDX files)", file=sys.stderr)
+        return 2
+    where = args.out or Path(tempfile.mkdtemp(prefix="compare_methods_"))
+    where.mkdir(parents=True, exist_ok=True)
+    runs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    walls: dict[tuple[str, int], float] = {}
+    for seed in range(args.seeds):
+        for method in methods:
+            spec = method_spec(method, where, args.pop_size, args.data)
+            run_dir = run(spec, RunOptions(out=where / f"{method}-{seed}", seed=seed, mode="quiet"))
+            with Store(run_dir / "study.db") as store:
+                trials = store.trials()
+            runs[method, seed] = scored(trials)
+            done = [t for t in trials if t.state is TrialState.COMPLETE]
+            # the search's wall time, first start to last finish (also for a run read back)
+            walls[method, seed] = max(t.finished for t in done) - min(t.started for t in done)
+            print(f"{method:>15} seed {seed}: {len(done)}/{len(trials)} complete, {walls[method, seed]:.0f} s",
+                  flush=True)
+
+    every = np.vstack([np.vstack([v, t]) for v, t in runs.values() if len(v)])
+    ideal, worst = every.min(axis=0), every.max(axis=0)
+    scale = np.where(worst > ideal, worst - ideal, 1.0) * 1.1
+
+    def hv(F: np.ndarray) -> float:
+        return hypervolume((F[non_dominated(F)] - ideal) / scale, np.ones(2)) if len(F) else 0.0
+
+    curves = {k: [hv(chosen_front(v[:n], t[:n])) for n in range(1, len(v) + 1)] for k, (v, t) in runs.items()}
+    result = {"methods": {}, "seeds": args.seeds, "box": {"ideal": ideal.tolist(), "worst": worst.tolist()}}
+    print(f"\nhypervolume of the validation-chosen front's (test error, params), one box over {len(runs)} runs")
+    print(f"{'method':>15} {'test hv':>17} {'val hv':>17} {'best test err':>14} {'front':>6} {'wall s':>7}")
+    for method in methods:
+        keys = [(method, s) for s in range(args.seeds)]
+        test_hv = [curves[k][-1] for k in keys]
+        val_hv = [hv(runs[k][0]) for k in keys]
+        best = [float(runs[k][1][:, 0].min()) for k in keys]
+        front_size = [len(chosen_front(*runs[k])) for k in keys]
+        wall = statistics.mean(walls[k] for k in keys)
+
+        def ms(x: list[float]) -> tuple[float, float]:
+            return statistics.mean(x), statistics.stdev(x) if len(x) > 1 else 0.0
+
+        (th, ts), (vh, vs) = ms(test_hv), ms(val_hv)
+        print(f"{method:>15} {th:>9.4f} ± {ts:.4f} {vh:>9.4f} ± {vs:.4f} {statistics.mean(best):>14.4f} "
+              f"{statistics.mean(front_size):>6.1f} {wall:>7.0f}")
+        result["methods"][method] = {
+            "test_hv": test_hv, "val_hv": val_hv, "best_test_error": best, "wall_s": [walls[k] for k in keys],
+            "front": {str(s): chosen_front(*runs[method, s]).tolist() for s in range(args.seeds)},
+            "curve": {str(s): curves[method, s] for s in range(args.seeds)},
+        }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.png_fronts or args.png_hv:
+        plot(result, methods, args)
+    print(f"\nruns kept in {where}")
+    return 0
+
+
+def plot(result: dict, methods: list[str], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    if args.png_fronts:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m in methods:
+            for s, F in result["methods"][m]["front"].items():
+                F = np.array(F)
+                F = F[np.argsort(F[:, 1])]
+                ax.step(F[:, 1], 100 * F[:, 0], where="post", color=colours[m], alpha=0.7,
+                        label=m if s == "0" else None)
+                ax.scatter(F[:, 1], 100 * F[:, 0], color=colours[m], s=14)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"validation-chosen fronts on the test set, {args.seeds} seeds per method")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png_fronts, dpi=120)
+        plt.close(fig)
+    if args.png_hv:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m in methods:
+            curves = list(result["methods"][m]["curve"].values())
+            n = min(len(c) for c in curves)
+            C = np.array([c[:n] for c in curves])
+            x = np.arange(1, n + 1)
+            ax.plot(x, C.mean(axis=0), color=colours[m], label=m)
+            ax.fill_between(x, C.min(axis=0), C.max(axis=0), color=colours[m], alpha=0.15)
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("hypervolume (test error, params)")
+        ax.set_title(f"mean and range over {args.seeds} seeds")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png_hv, dpi=120)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
