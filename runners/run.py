@@ -11,7 +11,7 @@ import socket
 import statistics
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +129,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     progress = Progress(opts.mode, total=total, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
+            clock = WallClock(store, started)
             store.set_meta("resume_key", resume_key(spec))
             store.set_meta("spec_hash", spec.search_hash())
             requeued = store.requeue_running()
@@ -139,21 +140,33 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
                     complete = t.state is TrialState.COMPLETE
                     strategy.tell(t.id, t.params, t.values if complete else None,
                                   sample_noise(t.samples) if complete else None, budget=t.budget)
-            _search(spec, spec_file, run_dir, store, strategy, backend, progress, problem)
+            _search(spec, spec_file, run_dir, store, strategy, backend, progress, problem, clock)
             trials = store.trials()
-            wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
-            fr = _report(spec, run_dir, trials, problem, wall)
+            fr = _report(spec, run_dir, trials, problem, clock())
             chosen = export_selection(spec, fr, problem)
             if spec.space.kind != "params" and spec.export.onnx and chosen:
-                export_models(spec, spec_file, run_dir, chosen, backend, problem, store, progress)
-                wall = float(store.get_meta("wall_seconds") or 0.0) + (time.time() - started)
-                _report(spec, run_dir, trials, problem, wall)
-            store.set_meta("wall_seconds", str(wall))
+                export_models(spec, spec_file, run_dir, chosen, backend, problem, store, progress, clock)
+                _report(spec, run_dir, trials, problem, clock())
     finally:
         progress.close()
         backend.close()
     progress.message(f"run directory: {run_dir}")
     return run_dir
+
+
+class WallClock:
+    """A run's wall time over all its sessions. Each call adds this session's time so far to what
+    earlier sessions spent and saves the sum in the store, so a killed session's time is kept."""
+
+    def __init__(self, store: Store, started: float):
+        self.store = store
+        self.started = started
+        self.before = float(store.get_meta("wall_seconds") or 0.0)
+
+    def __call__(self) -> float:
+        wall = self.before + (time.time() - self.started)
+        self.store.set_meta("wall_seconds", str(wall))
+        return wall
 
 
 def backend_of(spec: Spec) -> Backend:
@@ -173,7 +186,8 @@ def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall:
     )
 
 
-def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem) -> None:
+def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem,
+            clock: Callable[[], float] | None = None) -> None:
     """Keep every worker busy until ``budget`` trials are finished (COMPLETE or FAILED).
 
     A trial whose worker died (WorkerLost) goes back to the front of the queue, at most
@@ -227,6 +241,8 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
             else:
                 store.fail(tid, out["error"])
                 strategy.tell(tid, params, None, budget=budget)
+            if clock is not None:
+                clock()
             progress.finished(tid, out, len(running), _summary(store, problem))
 
 
@@ -327,7 +343,8 @@ def export_key(spec: Spec) -> str:
 
 
 def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
-                  problem, store: Store, progress: Progress | None = None) -> dict[str, Any]:
+                  problem, store: Store, progress: Progress | None = None,
+                  clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Final training, test and ONNX export of ``export.samples`` architectures of each ``chosen``
     point, into ``run_dir/models``; writes and returns manifest.json.
 
@@ -375,6 +392,8 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[Trial
             else:
                 store.save_final(t.id, k, key, None, out["error"])
                 log.error("final training of trial %d sample %d failed: %s", t.id, k, out["error"])
+            if clock is not None:
+                clock()
     manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
     keep = {m["file"] for m in manifest["models"]}
     for f in models_dir.glob("*.onnx"):

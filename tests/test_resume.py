@@ -76,10 +76,18 @@ def _kill_mid_trial(spec: Path, out: Path, k: int) -> list[int]:
 
 
 def _killed_three_times_then_resumed(spec: Path, out: Path) -> tuple[list, list[list[int]]]:
-    left_running = [_kill_mid_trial(spec, out, k) for k in KILL_AT]
+    left_running, walls = [], []
+    for k in KILL_AT:
+        left_running.append(_kill_mid_trial(spec, out, k))
+        with Store(out / "study.db") as s:
+            walls.append(float(s.get_meta("wall_seconds") or 0.0))
     run(spec, RunOptions(out=out, mode="quiet"))
     with Store(out / "study.db") as s:
-        return s.trials(), left_running
+        walls.append(float(s.get_meta("wall_seconds")))
+        trials = s.trials()
+    # each killed session's time is kept (saved as trials finish), so the run's wall time only grows
+    assert 0 < walls[0] < walls[1] < walls[2] < walls[3], walls
+    return trials, left_running
 
 
 def _record(t) -> tuple:

@@ -194,6 +194,33 @@ def test_bo_respects_cheap_constraints_exactly():
     assert s.last_fallback is None
 
 
+def test_worst_accepted_value_is_the_tightest_bound_on_the_bad_side():
+    objs = (ObjectiveInfo("params", "minimize", True), ObjectiveInfo("acc", "maximize", False),
+            ObjectiveInfo("f", "minimize", False))
+    cons = (ConstraintInfo("params", max=100.0), ConstraintInfo("params", min=5.0, max=80.0),
+            ConstraintInfo("acc", min=0.5), ConstraintInfo("f", min=1.0))
+    assert bo_module._worst_accepted(objs, cons).tolist() == [80.0, -0.5, -np.inf]
+
+
+def test_a_bound_on_an_objective_lets_bo_improve_the_front_out_to_it():
+    """f1 = x cheap, f2 = 1 - x modelled, seen only for x <= 0.3. Without the bound f1 <= 0.9 the
+    reference point sits at the nadir plus a tenth of the front (f1 = 0.33), so no point past it can
+    improve the hypervolume; the bound is the worst f1 the user accepts, and bo goes out to it."""
+    space = SearchSpace((FloatParam("x", 0.0, 1.0),))
+    objs = (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", False))
+
+    def proposals(constraints):
+        problem = Problem(space, objs, constraints=constraints, cheap_fn=lambda p, tid: {"f1": p["x"]})
+        s = BOStrategy(problem, seed=0, initial=4, batch=2, options=FAST)
+        for tid, x in enumerate((0.0, 0.1, 0.2, 0.3)):
+            s.tell(tid, {"x": x}, {"f1": x, "f2": 1.0 - x})
+        return [p["x"] for p in s.ask(2, next_trial_id=4)]
+
+    assert max(proposals(())) <= 0.34
+    bounded = proposals((ConstraintInfo("f1", max=0.9),))
+    assert max(bounded) > 0.4 and all(x <= 0.9 for x in bounded)
+
+
 def test_bo_with_only_cheap_objectives_needs_no_gp(monkeypatch):
     problem, evaluate = zdt1_problem(3)
     both_cheap = Problem(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from pymoo.optimize import minimize
 from scipy.special import ndtr
 
 from nago_spec.pareto import hv_improvements, pareto_indices, to_minimization
-from nago_spec.problem import ConstraintInfo, Problem
+from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
 from nago_spec.strategies.base import (
     STREAM_FIT,
     STREAM_NSGA,
@@ -74,7 +74,9 @@ class BOStrategy(Strategy):
     cheap one, subject to the cheap constraints exactly and the modelled ones at their optimistic
     bound; then each point of the batch is the candidate of largest expected hypervolume
     improvement (Monte-Carlo over the posterior, common random numbers) times its probability of
-    feasibility, refined by a local search around it. A batch is built greedily and pending trials
+    feasibility, refined by a local search around it. The hypervolume's reference point is the
+    front's nadir plus a tenth of its range, or, further out, the worst value a constraint on the
+    objective accepts (``params <= 100000`` lets the front grow out to 100k). A batch is built greedily and pending trials
     are accounted for by ``batch_rule``.
 
     Options:
@@ -214,7 +216,8 @@ class BOStrategy(Strategy):
 
         # the observed front (minimisation form) and its normalisation: the front's ideal point maps to 0,
         # its nadir to 1, and the reference point is 1.1 (the nadir plus a tenth of the front's range, as
-        # BoTorch infers it), so improvements count only where the front is, not out to the worst trial
+        # BoTorch infers it), so improvements count only where the front is, not out to the worst trial;
+        # but out to the bound where a constraint bounds the objective: the worst value the user accepts
         F_obs = to_minimization([t.values for t in complete], objs)
         viol_obs = np.array([self.problem.violation(t.values) for t in complete])
         feasible = viol_obs <= 0
@@ -224,7 +227,7 @@ class BOStrategy(Strategy):
         worst = pool.max(axis=0)
         span = np.where(nadir > ideal, nadir - ideal,
                         np.where(worst > ideal, worst - ideal, np.maximum(np.abs(worst), 1.0)))
-        ref = np.full(len(objs), 1.1)
+        ref = np.maximum(1.1, (_worst_accepted(objs, self.problem.constraints) - ideal) / span)
 
         def norm(F: np.ndarray) -> np.ndarray:
             return (np.asarray(F).reshape(-1, len(objs)) - ideal) / span
@@ -504,6 +507,18 @@ def _probability_within(c: ConstraintInfo, mu: np.ndarray, sd: np.ndarray) -> np
     upper = ndtr((c.max - mu) / sd) if c.max is not None else np.ones_like(mu)
     lower = ndtr((c.min - mu) / sd) if c.min is not None else np.zeros_like(mu)
     return np.clip(upper - lower, 0.0, 1.0)
+
+
+def _worst_accepted(objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]) -> np.ndarray:
+    """Per objective (minimisation form), the worst value its constraints accept (the tightest bound on
+    the bad side); -inf where none bounds it."""
+    out = np.full(len(objectives), np.inf)
+    for i, o in enumerate(objectives):
+        for c in constraints:
+            bound = c.max if o.direction == "minimize" else (None if c.min is None else -c.min)
+            if c.objective == o.name and bound is not None:
+                out[i] = min(out[i], bound)
+    return np.where(np.isfinite(out), out, -np.inf)
 
 
 def _snap_to_bounds(U: np.ndarray, tol: float) -> np.ndarray:
