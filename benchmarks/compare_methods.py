@@ -154,6 +154,7 @@ def plot(result: dict, methods: list[str], args: argparse.Namespace) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     colours = {m: f"C{i}" for i, m in enumerate(methods)}
     if args.png_fronts:
@@ -182,6 +183,7 @@ def plot(result: dict, methods: list[str], args: argparse.Namespace) -> None:
             x = np.arange(1, n + 1)
             ax.plot(x, C.mean(axis=0), color=colours[m], label=m)
             ax.fill_between(x, C.min(axis=0), C.max(axis=0), color=colours[m], alpha=0.15)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("evaluations")
         ax.set_ylabel("hypervolume (test error, params)")
         ax.set_title(f"mean and range over {args.seeds} seeds")

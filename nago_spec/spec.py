@@ -868,6 +868,9 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
         "max_seconds": _number(gt=0),
     })
+    if search.record and space.kind == "params":
+        rep.add("[search].record", "needs a network space (kind = \"hnag\" or \"rnag\"): the built-in objectives "
+                "measure trained networks", list(search.record))
     if search.fidelity is not None and space.kind == "params":
         rep.add("[search.fidelity]", "needs a network space (kind = \"hnag\" or \"rnag\"): the budget is "
                 "training epochs or data")

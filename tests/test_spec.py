@@ -476,6 +476,19 @@ def test_the_optimizer_picks_the_default_rate_and_decay(tmp_path):
     assert (given.lr, given.weight_decay) == (1e-3, 0.0)
 
 
+def test_record_names_built_in_objectives_of_a_network_space(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + '[search]\nrecord = ["test_error", "flops"]\n')
+    assert spec.search.record == ("test_error", "flops") and spec.to_dict()["search"]["record"] == ["test_error", "flops"]
+    assert "record" not in load_text(tmp_path, MINIMAL).to_dict()["search"]  # older run dirs keep their hash
+    expect_error(tmp_path, MINIMAL + '[search]\nrecord = ["test_eror"]\n',
+                 "[search].record = [\"test_eror\"]: unknown objective 'test_eror' (did you mean 'test_error'?)")
+    expect_error(tmp_path, MINIMAL + '[search]\nrecord = ["flops", "flops"]\n', "names an objective twice")
+    expect_error(tmp_path, MINIMAL + '[search]\nrecord = ["error"]\n',
+                 "[search].record = [\"error\"]: 'error' is already an objective")
+    expect_error(tmp_path, PARAMS.format('x = { type = "int", low = 1, high = 2 }') + '[search]\nrecord = ["flops"]\n',
+                 '[search].record = ["flops"]: needs a network space')
+
+
 def test_final_training_takes_trains_settings_unless_export_overrides_them(tmp_path):
     spec = load_text(tmp_path, MINIMAL + "[train]\nepochs = 2\nlr = 0.1\nwarmup_epochs = 0.5\nflip = true\n"
                      "label_smoothing = 0.1\nmax_seconds = 9\nsamples_per_point = 2\n"
