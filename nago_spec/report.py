@@ -342,7 +342,9 @@ def _final_section(m: dict[str, Any]) -> list[str]:
     lines = ["", "## Final evaluation", "",
              (f"{f['samples']} architecture(s) per point, {f['epochs']:g} epochs, "
               f"{f.get('optimizer', 'sgd')} at lr {f['lr']:g}" + (f" ({f['warmup_epochs']:g} warm-up)" if f.get("warmup_epochs") else "")
-              + f", batch {f['batch_size']}, augmentation: {aug}; test accuracy on the held-out test split, mean ± std "
+              + f", batch {f['batch_size']}, augmentation: {aug}"
+              + (", on the whole training split (not [data].limit's subsample)" if f.get("full_data") else "")
+              + "; test accuracy on the held-out test split, mean ± std "
               "over the samples."), ""]
 
     def pm(d: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:

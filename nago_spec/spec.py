@@ -325,6 +325,8 @@ class ExportSpec:
     protocol uses cutout 16 on 32x32 images) default to [train]'s; Spec.final_train() resolves them.
     ``latency``: time each model in onnxruntime and torch. ``max_seconds`` caps each model's final
     training; the schedule then follows the time spent, as [train].max_seconds does in the search.
+    ``full_data``: train the final models on the whole training split, not [data].limit's subsample
+    (the validation split is then carved from the whole split, with the same fraction and seed).
     """
 
     onnx: bool = True
@@ -342,6 +344,7 @@ class ExportSpec:
     latency: bool = True
     opset: int = 20
     max_seconds: float | None = None
+    full_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -867,6 +870,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "latency": _boolean,
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
         "max_seconds": _number(gt=0),
+        "full_data": _boolean,
     })
     if search.record and space.kind == "params":
         rep.add("[search].record", "needs a network space (kind = \"hnag\" or \"rnag\"): the built-in objectives "

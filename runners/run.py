@@ -444,6 +444,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
             "warmup_epochs": f.warmup_epochs,
             "label_smoothing": f.label_smoothing,
             "augment": {"crop_padding": f.crop_padding, "flip": f.flip, "cutout": f.cutout},
+            "full_data": e.full_data,
             "opset": e.opset,
         },
         "points": points,

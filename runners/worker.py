@@ -65,15 +65,16 @@ def _cached_evaluator(spec_file: str, run_dir: str | None, version: str):
     return Evaluator(load_spec(spec_file), Path(run_dir) if run_dir else None)
 
 
-def load_data(spec_file: str):
-    """The spec's data set, loaded once per process and data section (None for plain-parameter specs)."""
+def load_data(spec_file: str, full: bool = False):
+    """The spec's data set, loaded once per process and data section (None for plain-parameter specs);
+    ``full``: without [data].limit's subsample (the final training with ``[export].full_data``)."""
     from nago_spec.spec import load_spec
 
     spec = load_spec(spec_file)
     if spec.space.kind == "params":
         return None
     d = spec.data
-    return _cached_data(d.dataset, d.path, d.val_fraction, spec.seed, d.limit, d.classes)
+    return _cached_data(d.dataset, d.path, d.val_fraction, spec.seed, None if full else d.limit, d.classes)
 
 
 @functools.lru_cache(maxsize=2)
@@ -138,7 +139,7 @@ def _final_train_export(
     evaluator = _evaluator(spec_file, run_dir)
     spec = evaluator.spec
     e = spec.export
-    data = load_data(spec_file)
+    data = load_data(spec_file, full=e.full_data)
     seed = sample_seed(spec.seed, trial_id, sample)  # sample 0 is the architecture the search trained
     arch = sample_architecture(spec, params, seed, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
@@ -151,6 +152,7 @@ def _final_train_export(
         "test_accuracy": test_acc,
         "test_loss": test_loss,
         "final_epochs": result.epochs,
+        "train_images": len(data.y_train),
         "train_seconds": round(train_seconds, 2),
     }
     input_shape = (data.in_channels, *data.image_size)

@@ -85,6 +85,24 @@ def test_recorded_objectives_are_stored_but_never_searched(tmp_path):
     assert main(["check", str(bad)]) == 2
 
 
+def test_full_data_final_training_uses_the_whole_training_split(tmp_path):
+    """[data].limit subsamples the search; [export].full_data = true trains the final models on all of it."""
+    from conftest import TINY_SPEC
+
+    text = TINY_SPEC.replace("val_fraction = 0.2\n", "val_fraction = 0.2\nlimit = 300\n").replace(
+        "[export]\n", "[export]\nfull_data = true\nlatency = false\n").replace("samples = 2", "samples = 1")
+    spec = tmp_path / "s.toml"
+    spec.write_text(text)
+    out = run(spec, RunOptions(out=tmp_path / "run", mode="quiet", budget=2))
+    with Store(out / "study.db") as s:
+        searched = {smp["train"]["images"] for t in s.trials() for smp in t.samples}
+    manifest = json.loads((out / "models" / "manifest.json").read_text())
+    assert searched == {240} and manifest["final"]["full_data"] is True
+    # digits: 1797 images, 20 % set aside as test, 20 % of the rest as validation
+    assert [m["metrics"]["train_images"] for m in manifest["models"]] == [1151]
+    assert "on the whole training split" in (out / "report.md").read_text()
+
+
 def test_a_searched_param_budget_spans_network_sizes(tmp_path):
     from conftest import TINY_SPEC
 

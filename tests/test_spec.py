@@ -500,6 +500,8 @@ def test_final_training_takes_trains_settings_unless_export_overrides_them(tmp_p
     capped = load_text(tmp_path, MINIMAL + "[train]\nmax_seconds = 9\n[export]\nmax_seconds = 600\n")
     assert (capped.train.max_seconds, capped.final_train().max_seconds) == (9, 600)
     expect_error(tmp_path, MINIMAL + "[export]\nmax_seconds = 0\n", "[export].max_seconds = 0: must be > 0")
+    assert load_text(tmp_path, MINIMAL + "[export]\nfull_data = true\n").export.full_data
+    expect_error(tmp_path, MINIMAL + "[export]\nfull_data = 1\n", "[export].full_data = 1: must be true or false")
     expect_error(tmp_path, MINIMAL + "[train]\nepochs = 9\nwarmup_epochs = 6\n[export]\nfinal_epochs = 5\n",
                  "[export].warmup_epochs: must be less than final_epochs = 5 (it defaults to [train]'s, 6)")
 
