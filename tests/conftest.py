@@ -26,6 +26,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def load_benchmark(name: str):
+    """The script benchmarks/NAME.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 TINY_SPEC = """
 version = 1
 name = "tiny"

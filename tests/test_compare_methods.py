@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import load_benchmark
 
 from nago_spec.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("compare_methods", ROOT / "benchmarks" / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_methods"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_front_is_chosen_on_validation_and_scored_on_test():
     val = np.array([[0.10, 900.0], [0.20, 100.0], [0.15, 950.0], [0.30, 50.0]])
     test = np.array([[0.30, 900.0], [0.22, 100.0], [0.01, 950.0], [0.31, 50.0]])
     # trial 2 has the best test error, but validation does not choose it: the score must not see it
-    assert _module().chosen_front(val, test).tolist() == [[0.30, 900.0], [0.22, 100.0], [0.31, 50.0]]
+    assert load_benchmark("compare_methods").chosen_front(val, test).tolist() == [[0.30, 900.0], [0.22, 100.0], [0.31, 50.0]]
 
 
 def test_each_method_is_its_spec_with_its_strategy_and_an_absolute_data_path(tmp_path, shared_data):
-    m = _module()
+    m = load_benchmark("compare_methods")
     data = shared_data / "fashion-mnist"
     for method, (source, strategy) in m.METHODS.items():
         spec = load_spec(m.method_spec(method, tmp_path, pop_size=6, data=data))

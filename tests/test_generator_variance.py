@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from runners.run import RunOptions, run
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("generator_variance", ROOT / "benchmarks" / "generator_variance.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["generator_variance"] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_icc1_is_one_without_spread_within_and_low_without_spread_between():
-    icc1 = _module().icc1
+    icc1 = load_benchmark("generator_variance").icc1
     assert icc1([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [4.0, 4.0, 4.0]]) == pytest.approx(1.0)
     assert icc1([[1.0, 3.0], [3.0, 1.0], [1.0, 3.0], [3.0, 1.0]]) < 0  # the same mean everywhere
     groups = [[0.50, 0.52, 0.49], [0.30, 0.31, 0.29], [0.70, 0.69, 0.72]]
@@ -35,7 +24,7 @@ def test_the_report_reads_each_samples_values(tiny_spec, tmp_path, capsys, monke
     tiny_spec.write_text(text)
     out = run(tiny_spec, RunOptions(out=tmp_path / "run", mode="quiet"))
     monkeypatch.setattr(sys, "argv", ["generator_variance.py", str(out), "--png", str(tmp_path / "gv.png")])
-    assert _module().main() == 0
+    assert load_benchmark("generator_variance").main() == 0
     printed = capsys.readouterr().out
     assert "3 generator points x 2 architectures" in printed and "ICC(1)" in printed
     assert (tmp_path / "gv.png").stat().st_size > 0
