@@ -889,7 +889,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         else:
             rep.add("[export].warmup_epochs", message, export.warmup_epochs)
     names = [o.name for o in objectives]
-    for name in set(search.record) & set(names):
+    for name in sorted(set(search.record) & set(names)):
         rep.add("[search].record", f"{name!r} is already an objective (every objective is stored)", list(search.record))
     if export.order_by is not None and names and export.order_by not in names:
         rep.add("[export].order_by", "not an objective of this spec"
