@@ -1,58 +1,60 @@
-"""Multi-objective optimisers on black-box problems: our strategies against pymoo, Optuna and BoTorch.
+"""Multi-objective optimisers on black-box problems: our strategies against Optuna, BoTorch and pymoo.
 
-Problems (params-mode specs in benchmarks/specs/, objectives in benchmarks/problems.py, all minimised):
+Problems (params-mode specs in benchmarks/specs/, objectives in benchmarks/problems.py, all minimised;
+the reference point of the scoring hypervolume in brackets):
 
-- ``zdt1``, ``zdt2``: 6 variables in [0, 1], reference point (1.1, 1.1), 100 evaluations;
-- ``dtlz2``: 3 objectives, 6 variables, reference (1.1, 1.1, 1.1), 100 evaluations;
-- ``nasbench_macro``: NAS-Bench-Macro on CIFAR-10, 8 categorical layers (3 choices each), objectives
-  ``error`` = 1 - accuracy / 100 and ``params`` = parameters / the table's largest, reference (1.1, 1.1),
-  50 evaluations. Its ``params`` is marked ``cheap = true``: it is known without training, exactly the
-  case our cheap-objective design is for, so ``bo`` computes it exactly and models only ``error``;
-  the references treat both objectives as black boxes. Skipped, with the reason printed, when the
-  table is absent (it lives in ../shared/data beside the repository, or at ``$NAGO_NASBENCH_MACRO``).
+- ``zdt1``, ``zdt2``, ``zdt3``: 6 variables, 100 evaluations (1.1, 1.1); ZDT3's front is disconnected;
+- ``zdt1_noisy``: ZDT1 with Gaussian noise of sd 0.05 on both objectives, 100 evaluations, scored on
+  the noise-free values of the evaluated points (1.1, 1.1);
+- ``kursawe``: 3 variables in [-5, 5], disconnected front, 100 evaluations (-14, 1.2);
+- ``dtlz2``: 3 objectives, 6 variables, 100 evaluations (1.1, 1.1, 1.1);
+- ``dtlz7``: 3 objectives, 6 variables, four disconnected regions, 100 evaluations (1.1, 1.1, 6.6);
+- ``c2dtlz2``: C2-DTLZ2, 2 objectives, 6 variables and one black-box constraint (c <= 0), 100
+  evaluations (1.1, 1.1); only feasible points count;
+- ``nasbench_macro``: NAS-Bench-Macro on CIFAR-10, 8 categorical layers (3 choices), ``error`` and the
+  cheap ``params`` (/ the largest), 50 evaluations (1.1, 1.1);
+- ``nb201``: NAS-Bench-201 on CIFAR-10 with 8-bit post-training quantisation (AnalogNAS-Bench), 6
+  categorical edges (5 operations), ``error``, ``int8_error`` and the cheap ``params``, 50
+  evaluations (0.15, 0.15, 0.8).
 
-Methods:
+The two NAS problems read tables from ../shared/data beside the repository and are skipped, with
+the reason printed, where they are absent. Cheap objectives (``cheap = true``) are computed exactly
+by our strategies; the references model them like the others.
+
+Methods, each at batch 1 and 4 (``--batches``): a batch of q points is proposed with the q - 1 others
+pending, evaluated, and only then told, as ``nago run`` does with q workers:
 
 - ``bo``, ``evolution``, ``random`` (ours), through the spec: ``load_spec``, ``Evaluator(spec).problem(None)``,
-  the strategy from ``STRATEGIES`` with ``batch=1``, then a sequential ask(1) / evaluate / tell loop
-  for the budget. That loop is what ``nago run`` does with batch 1 and the local backend, less the
-  SQLite store, the progress display and the report: driving the real runner costs 0.65 s more per
-  run of 100 ZDT1 evaluations (measured: random takes 0.005 s in the loop and 0.65 s through
-  ``runners.run.run``), which would swamp the wall time of the fast methods. A method not yet in
-  the registry is skipped with a note.
-- ``nsga2``: pymoo's NSGA-II, population = ``initial`` (10: 10 generations for 100 evaluations, 5 for
-  50), real-coded (SBX, polynomial mutation) on the unit cube; a point is decoded with the spec's
-  own encoding (``SearchSpace.from_unit``: a categorical takes the bin its coordinate falls in), and
-  duplicates are judged on the decoded parameters. The last generation is cut at the budget.
-- ``optuna``: Optuna's ``GPSampler`` (multi-objective, seeded, ``n_startup_trials = initial``) through
-  ask/tell with the spec's parameters as native Optuna distributions (categoricals included).
+  the strategy from ``STRATEGIES``, then an ask(q) / evaluate / tell loop. That loop is ``nago run``
+  with the local backend less the SQLite store, the progress display and the report.
+- ``optuna``: Optuna's ``GPSampler`` with its defaults (``n_startup_trials = initial``, seeded;
+  constraints through ``constraints_func``) by ask/tell; a batch is q ``ask`` calls before any
+  ``tell``, so the later ones see the earlier as running trials (its qLogEHVI / Kriging believer).
+- ``tpe``: Optuna's ``TPESampler`` with its defaults, seeded, ``constraints_func`` as above.
 - ``botorch``: BoTorch's qLogNEHVI in the loop of its multi-objective tutorial: a ``ModelListGP`` of
-  one ``SingleTaskGP`` per objective (``Standardize`` outcomes, ``Normalize`` inputs to the unit
-  cube), ``fit_gpytorch_mll``, ``qLogNoisyExpectedHypervolumeImprovement`` with the reference point
-  negated (BoTorch maximises), 128 Sobol MC samples and ``prune_baseline=True``, ``optimize_acqf``
-  with q=1, num_restarts=10, raw_samples=512 (batch_limit 5, maxiter 200). Inputs are the spec's
-  unit-cube encoding; for NAS-Bench-Macro a candidate is rounded to its categorical bin (the
-  integer-rounded encoding, d = 8) before it is evaluated and enters the data. It is the baseline
-  of the ratio columns.
+  one ``SingleTaskGP`` per objective and constraint (``Standardize``, ``Normalize`` to the unit cube),
+  ``fit_gpytorch_mll``, ``qLogNoisyExpectedHypervolumeImprovement`` at the benchmark's reference point
+  (BoTorch needs one given), 128 Sobol MC samples, ``prune_baseline=True``, constraints as outcome
+  constraints; ``optimize_acqf`` with q, num_restarts=10, raw_samples=512, sequential greedy.
+  A categorical coordinate is rounded to its bin before it is evaluated and enters the data.
+- ``nsga2``: pymoo's NSGA-II, population = ``initial``, on the unit cube, constraints as pymoo's.
 
-Every method starts from the same ``initial`` (default 10) points: the scrambled Sobol design our
-``bo`` and ``evolution`` draw for the seed (``random`` draws uniform points throughout, by design).
-The seed drives both that design and each method's own randomness. Wall time covers the whole
-loop (model fits, proposals and evaluations). Thread counts are left as the machine gives them, the
-same for every method since all run in this process; the header prints torch's.
+Every method but ``random`` and ``tpe``'s own start-up starts from the same ``initial`` (10) points,
+the scrambled Sobol design our ``bo`` draws for the seed. The seed drives that design and each
+method's own randomness. Wall time covers the whole loop (fits, proposals, evaluations). Every run
+uses one torch thread (``--threads``), the house rule for a worker; ``--jobs 2`` runs two runs at a
+time in two processes, so every method shares the machine the same way.
 
-Each table shows, per method: hypervolume (pymoo's indicator) of all evaluated points, mean ± std
-over seeds; that as a fraction of the true front's hypervolume (ZDT1/ZDT2: 10^4 points of the
-analytic front, 0.8766 / 0.5433 — the issue's 0.871 / 0.538 are pymoo's 100-point fronts; DTLZ2: 10^6
-points of the sphere's orthant, 0.8067 of the exact 0.8074; NAS-Bench-Macro: the exact front of the
-full table); mean wall seconds; and both as ratios to qLogNEHVI (n/a when it was skipped).
+Each table shows, per method: the hypervolume of the feasible evaluated points (mean ± std over
+seeds), as a fraction of the true front's, mean wall seconds, and the ratios to the best reference
+(the reference of highest mean hypervolume among GPSampler, qLogNEHVI, TPE, NSGA-II and random) and
+to qLogNEHVI's and GPSampler's wall time. A summary checks issue 18's targets for ``bo``.
 
-    python benchmarks/optimisers.py [--problems zdt1,zdt2,dtlz2,nasbench_macro]
-        [--methods bo,evolution,random,nsga2,optuna,botorch] [--seeds 3] [--evals N] [--initial 10]
-        [--batch4-at 200] [--json out.json]
+    python benchmarks/optimisers.py [--quick] [--problems ...] [--methods ...] [--seeds 5]
+        [--batches 1,4] [--evals N] [--initial 10] [--jobs 2] [--batch4-at 200] [--json out.json]
 
-It also times, for ``bo`` only, one ask(4) after telling ``--batch4-at`` (200) Sobol points of ZDT1
-("bo batch-4 proposal at 200 observations: X s"; 0 skips it).
+``--quick`` runs one seed at 40 % of each budget, for development (under 10 minutes with ``--jobs 2``).
+It also times, for ``bo`` only, one ask(4) after telling ``--batch4-at`` (200) Sobol points of ZDT1.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,9 +93,10 @@ HERE = Path(__file__).resolve().parent
 SPECS = HERE / "specs"
 
 OURS = ("bo", "evolution", "random")
-REFERENCES = ("nsga2", "optuna", "botorch")
+REFERENCES = ("optuna", "botorch", "tpe", "nsga2")
 METHODS = OURS + REFERENCES
-BASELINE = "botorch"
+#: the methods a target compares bo with: the references and random search
+RIVALS = REFERENCES + ("random",)
 LABELS = {
     "bo": "bo (ours)",
     "evolution": "evolution (ours)",
@@ -100,11 +104,13 @@ LABELS = {
     "nsga2": "NSGA-II (pymoo)",
     "optuna": "GPSampler (Optuna)",
     "botorch": "qLogNEHVI (BoTorch)",
+    "tpe": "TPE (Optuna)",
 }
 #: the modules each reference needs, imported before any timing; one that fails to import skips the reference
 REFERENCE_IMPORTS = {
     "nsga2": ("pymoo.algorithms.moo.nsga2",),
     "optuna": ("optuna",),
+    "tpe": ("optuna",),
     "botorch": ("botorch.acquisition.multi_objective.logei", "botorch.fit", "botorch.optim", "gpytorch"),
 }
 INSTALL_HINT = "skipped: pip install -c constraints.txt '.[bench]'"
@@ -112,37 +118,56 @@ INSTALL_HINT = "skipped: pip install -c constraints.txt '.[bench]'"
 
 @dataclass(frozen=True)
 class BenchProblem:
-    """A benchmark problem: its spec, hypervolume reference point (minimisation) and a description."""
+    """A benchmark problem: its spec, hypervolume reference point (minimisation) and a description.
+
+    ``truth`` names the function of benchmarks/problems.py giving the noise-free values the evaluated
+    points are scored on (None: the observed values); ``table`` the function giving the path of a
+    data table the problem needs.
+    """
 
     name: str
     spec: Path
     ref: tuple[float, ...]
     title: str
+    truth: str | None = None
+    table: str | None = None
 
 
 PROBLEMS = {
-    "zdt1": BenchProblem("zdt1", SPECS / "zdt1.toml", (1.1, 1.1), "ZDT1, 6 variables"),
-    "zdt2": BenchProblem("zdt2", SPECS / "zdt2.toml", (1.1, 1.1), "ZDT2, 6 variables"),
-    "dtlz2": BenchProblem("dtlz2", SPECS / "dtlz2.toml", (1.1, 1.1, 1.1), "DTLZ2, 3 objectives, 6 variables"),
-    "nasbench_macro": BenchProblem(
-        "nasbench_macro", SPECS / "nasbench_macro.toml", (1.1, 1.1),
-        "NAS-Bench-Macro CIFAR-10, 8 categorical layers; error and params / max params",
-    ),
+    p.name: p for p in (
+        BenchProblem("zdt1", SPECS / "zdt1.toml", (1.1, 1.1), "ZDT1, 6 variables"),
+        BenchProblem("zdt2", SPECS / "zdt2.toml", (1.1, 1.1), "ZDT2, 6 variables"),
+        BenchProblem("zdt3", SPECS / "zdt3.toml", (1.1, 1.1), "ZDT3, 6 variables, disconnected front"),
+        BenchProblem("zdt1_noisy", SPECS / "zdt1_noisy.toml", (1.1, 1.1),
+                     "ZDT1 with noise of sd 0.05, scored noise-free", truth="zdt1"),
+        BenchProblem("kursawe", SPECS / "kursawe.toml", (-14.0, 1.2), "Kursawe, 3 variables, disconnected front"),
+        BenchProblem("dtlz2", SPECS / "dtlz2.toml", (1.1, 1.1, 1.1), "DTLZ2, 3 objectives, 6 variables"),
+        BenchProblem("dtlz7", SPECS / "dtlz7.toml", (1.1, 1.1, 6.6),
+                     "DTLZ7, 3 objectives, 6 variables, disconnected front"),
+        BenchProblem("c2dtlz2", SPECS / "c2dtlz2.toml", (1.1, 1.1),
+                     "C2-DTLZ2, 2 objectives, 6 variables, one black-box constraint"),
+        BenchProblem("nasbench_macro", SPECS / "nasbench_macro.toml", (1.1, 1.1),
+                     "NAS-Bench-Macro CIFAR-10, 8 categorical layers; error and cheap params / max params",
+                     table="nasbench_macro_path"),
+        BenchProblem("nb201", SPECS / "nb201.toml", (0.15, 0.15, 0.8),
+                     "NAS-Bench-201 CIFAR-10 (AnalogNAS-Bench), 6 categorical edges; error, int8 error and "
+                     "cheap params / max params", table="nb201_path"),
+    )
 }
 
 
 def problems_module() -> ModuleType:
-    """benchmarks/problems.py as the specs import it (the same module object, so its table cache is shared)."""
+    """benchmarks/problems.py as the specs import it (the same module object, so its table caches are shared)."""
     fn = load_callable("problems.py:zdt1", HERE)
     return sys.modules[fn.__module__]
 
 
-# --- one (problem, seed) -----------------------------------------------------------------------------
+# --- one run ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Task:
-    """One problem at one seed: the spec, its evaluator, the optimiser's Problem and the budget."""
+    """One problem at one seed and batch size: the spec, its evaluator, the optimiser's Problem and the budget."""
 
     bench: BenchProblem
     spec: Spec
@@ -151,20 +176,21 @@ class Task:
     seed: int
     budget: int
     initial: int
+    batch: int = 1
 
     @classmethod
-    def load(cls, bench: BenchProblem, seed: int, budget: int | None, initial: int) -> Task:
+    def load(cls, bench: BenchProblem, seed: int, budget: int | None, initial: int, batch: int = 1) -> Task:
         spec = load_spec(bench.spec, {"seed": seed})
         evaluator = Evaluator(spec)
         return cls(bench, spec, evaluator, evaluator.problem(None), seed,
-                   int(budget if budget is not None else spec.search.budget), initial)
+                   int(budget if budget is not None else spec.search.budget), initial, batch)
 
     @property
     def ref(self) -> np.ndarray:
         return np.asarray(self.bench.ref, dtype=float)
 
     def evaluate(self, params: Mapping[str, Any], trial_id: int) -> dict[str, float] | None:
-        """The objective values of one point (the user's directions), or None when the trial fails."""
+        """The values of one point (objectives and constrained quantities), or None when the trial fails."""
         try:
             values, _ = self.evaluator.evaluate(params, trial_id, None)
         except TrialError:
@@ -172,8 +198,16 @@ class Task:
         return values
 
     def minimised(self, values: Mapping[str, float]) -> np.ndarray:
-        """Values (m,) in minimisation form, ordered as the problem's objectives."""
+        """Objective values (m,) in minimisation form, ordered as the problem's objectives."""
         return to_minimization(values, self.problem.objectives)
+
+    def constraint_values(self, values: Mapping[str, float]) -> list[float]:
+        """Each constraint in the <= 0-is-feasible form Optuna, BoTorch and pymoo take."""
+        out = []
+        for c in self.problem.constraints:
+            v = float(values[c.objective])
+            out.append(max(c.min - v if c.min is not None else -np.inf, v - c.max if c.max is not None else -np.inf))
+        return out
 
     def initial_design(self) -> np.ndarray:
         """The unit points (initial x d) our bo and evolution propose first: the seed's scrambled Sobol design."""
@@ -181,21 +215,20 @@ class Task:
         return self.problem.space.sobol(self.initial, sobol_seed)
 
 
-@dataclass
-class Outcome:
-    """The result of one method on one task: the evaluated points (n x m, minimisation) and the wall time."""
-
-    F: np.ndarray
-    seconds: float
-
-
 class Recorder:
-    """Evaluates points for a method, keeps the values (minimisation form) and counts the budget."""
+    """Evaluates points for a method, keeps the scored values (minimisation form) and counts the budget.
+
+    A point is scored on the noise-free values where the problem has them (``truth``) and only when
+    it satisfies the constraints.
+    """
 
     def __init__(self, task: Task):
         self.task = task
         self.rows: list[np.ndarray] = []
         self.count = 0
+        self.truth = None
+        if task.bench.truth is not None:
+            self.truth = getattr(problems_module(), task.bench.truth)
 
     @property
     def left(self) -> int:
@@ -204,8 +237,9 @@ class Recorder:
     def __call__(self, params: Mapping[str, Any]) -> dict[str, float] | None:
         values = self.task.evaluate(params, self.count)
         self.count += 1
-        if values is not None:
-            self.rows.append(self.task.minimised(values))
+        if values is not None and self.task.problem.violation(values) <= 0:
+            scored = self.truth(params) if self.truth is not None else values
+            self.rows.append(self.task.minimised(scored))
         return values
 
     @property
@@ -218,15 +252,20 @@ class Recorder:
 
 
 def run_ours(name: str, task: Task) -> np.ndarray:
-    """A sequential ask(1) / evaluate / tell loop of strategy ``name``, as ``nago run`` does with batch 1."""
+    """An ask(q) / evaluate / tell loop of strategy ``name``, as ``nago run`` does with q workers."""
     from nago_spec.strategies import STRATEGIES
 
     options = task.spec.search.options if task.spec.search.strategy == name else {}
-    strategy = STRATEGIES.get(name)(task.problem, seed=task.seed, initial=task.initial, batch=1, options=options)
+    strategy = STRATEGIES.get(name)(task.problem, seed=task.seed, initial=task.initial, batch=task.batch,
+                                    options=options)
     rec = Recorder(task)
-    for tid in range(task.budget):
-        params = strategy.ask(1, next_trial_id=tid)[0]
-        strategy.tell(tid, params, rec(params))
+    tid = 0
+    while rec.left > 0:
+        batch = strategy.ask(min(task.batch, rec.left), next_trial_id=tid)
+        results = [rec(params) for params in batch]
+        for params, values in zip(batch, results):
+            strategy.tell(tid, params, values)
+            tid += 1
     return rec.F
 
 
@@ -240,8 +279,7 @@ def run_nsga2(task: Task) -> np.ndarray:
     from pymoo.core.problem import Problem as PymooProblem
 
     space = task.problem.space
-    objectives = task.problem.objectives
-    m = len(objectives)
+    m, k = len(task.problem.objectives), len(task.problem.constraints)
     rec = Recorder(task)
 
     def decoded(ind: Any) -> tuple[Any, ...]:
@@ -252,18 +290,22 @@ def run_nsga2(task: Task) -> np.ndarray:
         sampling=task.initial_design(),
         eliminate_duplicates=ElementwiseDuplicateElimination(cmp_func=lambda a, b: decoded(a) == decoded(b)),
     )
-    algorithm.setup(PymooProblem(n_var=space.dim, n_obj=m, xl=0.0, xu=1.0), seed=task.seed, verbose=False)
+    algorithm.setup(PymooProblem(n_var=space.dim, n_obj=m, n_ieq_constr=k, xl=0.0, xu=1.0), seed=task.seed,
+                    verbose=False)
     while rec.left > 0:
         pop = algorithm.ask()
         X = pop.get("X")[: rec.left]
-        F = np.empty((len(X), m))
+        F, G = np.empty((len(X), m)), np.empty((len(X), k))
         for i, x in enumerate(X):
             values = rec(space.from_unit(x))
             # a failed point: worse than anything, so selection drops it (none of these problems fails)
             F[i] = task.minimised(values) if values is not None else np.full(m, 1e6)
+            G[i] = task.constraint_values(values) if values is not None else np.full(k, 1e6)
         if len(X) < len(pop):  # the budget ends inside this generation
             break
         pop.set("F", F)
+        if k:
+            pop.set("G", G)
         algorithm.tell(infills=pop)
     return rec.F
 
@@ -287,34 +329,56 @@ def optuna_distributions(task: Task) -> dict[str, Any]:
     return out
 
 
-def run_optuna(task: Task) -> np.ndarray:
-    """Optuna's GPSampler through ask/tell; the Sobol design is enqueued as its startup trials."""
+def _run_optuna(task: Task, sampler_of: Callable[[Callable[[Any], Sequence[float]] | None], Any]) -> np.ndarray:
+    """An Optuna sampler through ask/tell, q asks before the q tells; the Sobol design is enqueued first."""
     import optuna
     from optuna.trial import TrialState
 
     space = task.problem.space
     objectives = task.problem.objectives
-    sampler = optuna.samplers.GPSampler(seed=task.seed, n_startup_trials=task.initial)
-    study = optuna.create_study(directions=[o.direction for o in objectives], sampler=sampler)
+    constraints_func = None
+    if task.problem.constraints:
+        def constraints_func(trial: Any) -> Sequence[float]:
+            return trial.user_attrs["constraints"]
+    study = optuna.create_study(directions=[o.direction for o in objectives], sampler=sampler_of(constraints_func))
     for u in task.initial_design():
         study.enqueue_trial(space.from_unit(u))
     dists = optuna_distributions(task)
     rec = Recorder(task)
-    for _ in range(task.budget):
-        trial = study.ask(dists)
-        values = rec(trial.params)
-        if values is None:
-            study.tell(trial, state=TrialState.FAIL)
-        else:
+    while rec.left > 0:
+        trials = [study.ask(dists) for _ in range(min(task.batch, rec.left))]
+        for trial in trials:
+            values = rec(trial.params)
+            if values is None:
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            if constraints_func is not None:
+                trial.set_user_attr("constraints", task.constraint_values(values))
             study.tell(trial, [values[o.name] for o in objectives])
     return rec.F
 
 
+def run_optuna(task: Task) -> np.ndarray:
+    """Optuna's GPSampler, defaults but the start-up count (our design's size)."""
+    import optuna
+
+    return _run_optuna(task, lambda cf: optuna.samplers.GPSampler(
+        seed=task.seed, n_startup_trials=task.initial, constraints_func=cf))
+
+
+def run_tpe(task: Task) -> np.ndarray:
+    """Optuna's TPESampler with its defaults, seeded."""
+    import optuna
+
+    return _run_optuna(task, lambda cf: optuna.samplers.TPESampler(seed=task.seed, constraints_func=cf))
+
+
 def run_botorch(task: Task) -> np.ndarray:
-    """BoTorch's qLogNEHVI, the loop of its multi-objective tutorial, q = 1, on the unit-cube encoding."""
+    """BoTorch's qLogNEHVI, the loop of its multi-objective tutorial, on the unit-cube encoding."""
     from botorch.acquisition.multi_objective.logei import (
         qLogNoisyExpectedHypervolumeImprovement,
     )
+    from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import ModelListGP, SingleTaskGP
     from botorch.models.transforms import Normalize, Standardize
@@ -324,7 +388,7 @@ def run_botorch(task: Task) -> np.ndarray:
 
     tkwargs: dict[str, Any] = {"dtype": torch.double}
     space = task.problem.space
-    d, m = space.dim, len(task.problem.objectives)
+    d, m, k = space.dim, len(task.problem.objectives), len(task.problem.constraints)
     bounds = torch.stack([torch.zeros(d, **tkwargs), torch.ones(d, **tkwargs)])
     ref_point = torch.as_tensor(-task.ref, **tkwargs)  # BoTorch maximises: negate the minimisation reference
     torch.manual_seed(task.seed)
@@ -332,39 +396,41 @@ def run_botorch(task: Task) -> np.ndarray:
     X: list[np.ndarray] = []
     Y: list[np.ndarray] = []
 
-    def observe(u: np.ndarray) -> None:
-        u = space.snap(u)[0]  # a categorical coordinate is rounded to its bin's centre
-        values = rec(space.from_unit(u))
-        if values is not None:
-            X.append(u)
-            Y.append(-task.minimised(values))
+    def observe(U: np.ndarray) -> None:
+        for u in space.snap(U):  # a categorical coordinate is rounded to its bin's centre
+            values = rec(space.from_unit(u))
+            if values is not None:
+                X.append(u)
+                # outcomes: the objectives to maximise, then the constraints (feasible when <= 0)
+                Y.append(np.concatenate([-task.minimised(values), task.constraint_values(values)]))
 
-    for u in task.initial_design()[: task.budget]:
-        observe(u)
+    observe(task.initial_design()[: task.budget])
     while rec.left > 0:
         train_x = torch.as_tensor(np.array(X), **tkwargs)
         train_y = torch.as_tensor(np.array(Y), **tkwargs)
         models = [
             SingleTaskGP(train_x, train_y[:, i : i + 1], outcome_transform=Standardize(m=1),
                          input_transform=Normalize(d=d, bounds=bounds))
-            for i in range(m)
+            for i in range(m + k)
         ]
         model = ModelListGP(*models)
         fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
         acqf = qLogNoisyExpectedHypervolumeImprovement(
             model=model, ref_point=ref_point, X_baseline=train_x, prune_baseline=True,
             sampler=SobolQMCNormalSampler(sample_shape=torch.Size([128])),
+            objective=IdentityMCMultiOutputObjective(outcomes=list(range(m))),
+            constraints=[lambda Z, j=j: Z[..., m + j] for j in range(k)] or None,
         )
         candidate, _ = optimize_acqf(
-            acqf, bounds=bounds, q=1, num_restarts=10, raw_samples=512,
+            acqf, bounds=bounds, q=min(task.batch, rec.left), num_restarts=10, raw_samples=512,
             options={"batch_limit": 5, "maxiter": 200}, sequential=True,
         )
-        observe(candidate.detach().numpy().reshape(-1))
+        observe(candidate.detach().numpy().reshape(-1, d))
     return rec.F
 
 
 REFERENCE_RUNNERS: dict[str, Callable[[Task], np.ndarray]] = {
-    "nsga2": run_nsga2, "optuna": run_optuna, "botorch": run_botorch,
+    "nsga2": run_nsga2, "optuna": run_optuna, "tpe": run_tpe, "botorch": run_botorch,
 }
 
 
@@ -389,15 +455,25 @@ class MethodResult:
     def seconds_mean(self) -> float:
         return statistics.fmean(self.seconds)
 
+    @property
+    def ok(self) -> bool:
+        return not self.skipped and bool(self.hv)
+
 
 @dataclass
 class ProblemResult:
     bench: BenchProblem
+    batch: int = 1
     budget: int = 0
     true_hv: float | None = None
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     methods: dict[str, MethodResult] = field(default_factory=dict)
+
+    def best_rival(self) -> str | None:
+        """The rival (reference or random) of highest mean hypervolume."""
+        done = [r for r in RIVALS if r in self.methods and self.methods[r].ok]
+        return max(done, key=lambda r: self.methods[r].hv_mean) if done else None
 
 
 def unavailable(method: str) -> str | None:
@@ -416,13 +492,6 @@ def unavailable(method: str) -> str | None:
         except ImportError:
             return INSTALL_HINT
     return None
-
-
-def run_method(method: str, task: Task) -> Outcome:
-    """Run one method on one task, timing the whole loop."""
-    start = time.perf_counter()
-    F = run_ours(method, task) if method in OURS else REFERENCE_RUNNERS[method](task)
-    return Outcome(F, time.perf_counter() - start)
 
 
 @contextmanager
@@ -452,53 +521,119 @@ def quiet_libraries():
             optuna.logging.set_verbosity(verbosity)
 
 
+def run_one(name: str, method: str, seed: int, evals: int | None, initial: int, batch: int
+            ) -> tuple[float, float, list[list[float]]]:
+    """(hypervolume, wall seconds, scored points) of one method on one problem, seed and batch size."""
+    task = Task.load(PROBLEMS[name], seed, evals, initial, batch)
+    with quiet_libraries():
+        start = time.perf_counter()
+        F = run_ours(method, task) if method in OURS else REFERENCE_RUNNERS[method](task)
+        seconds = time.perf_counter() - start
+    return hypervolume(F, task.ref), seconds, F.tolist()
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
 def true_front_hv(name: str, ref: np.ndarray) -> float:
     """Hypervolume of the problem's true front (see problems.true_front)."""
     return hypervolume(problems_module().true_front(name), ref)
 
 
+def budget_of(name: str, evals: int | None, fraction: float = 1.0) -> int:
+    """The evaluations of a run: ``evals``, else the spec's budget times ``fraction``."""
+    if evals is not None:
+        return evals
+    return max(12, round(load_spec(PROBLEMS[name].spec).search.budget * fraction))
+
+
 def run_benchmark(
     problems: Sequence[str], methods: Sequence[str], seeds: int, evals: int | None, initial: int,
-    log: Callable[[str], None] = lambda s: None,
+    batches: Sequence[int] = (1,), jobs: int = 1, threads: int = 1, fraction: float = 1.0,
+    log: Callable[[str], None] = lambda s: None, done: Mapping[tuple[str, int, str, int, int], Any] | None = None,
+    record: Callable[[tuple[str, int, str, int, int], Any], None] = lambda key, out: None,
+    method_seeds: Mapping[str, int] | None = None,
 ) -> list[ProblemResult]:
-    """Every method on every problem at seeds 0 .. seeds-1."""
+    """Every method on every problem at every batch size and seeds 0 .. seeds-1; ``jobs`` runs at a time.
+
+    ``done`` maps (problem, batch, method, seed, budget) to the (hv, seconds, points) of runs finished
+    earlier, which are read back instead of run; ``record`` is told each run as it finishes.
+    ``method_seeds`` caps the seeds of some methods (the slowest reference), where finished runs of
+    more seeds are still read back.
+    """
+    done = dict(done or {})
     reasons = {m: unavailable(m) for m in methods}
-    results = []
+    results: list[ProblemResult] = []
+    work: list[tuple[ProblemResult, str, int]] = []
     for name in problems:
         bench = PROBLEMS[name]
-        res = ProblemResult(bench)
-        results.append(res)
-        if name == "nasbench_macro":
-            path = problems_module().nasbench_macro_path()
+        skipped = None
+        if bench.table is not None:
+            path = getattr(problems_module(), bench.table)()
             if not path.is_file():
-                res.skipped = (f"skipped: NAS-Bench-Macro table not found at {path} "
-                               f"(set ${problems_module().NASBENCH_MACRO_ENV} to its path)")
+                skipped = f"skipped: table not found at {path}"
+        true_hv = None if skipped else true_front_hv(name, np.asarray(bench.ref))
+        for batch in batches:
+            res = ProblemResult(bench, batch, budget_of(name, evals, fraction), true_hv, skipped)
+            results.append(res)
+            if skipped:
                 continue
-            res.notes.append("`params` is cheap (known without training): bo computes it exactly and models "
-                             "only `error`; the references model both")
-        res.true_hv = true_front_hv(name, np.asarray(bench.ref))
-        for method in methods:
-            mres = res.methods.setdefault(method, MethodResult(skipped=reasons[method]))
-            if mres.skipped:
-                continue
-            for seed in range(seeds):
-                task = Task.load(bench, seed, evals, initial)
-                res.budget = task.budget
-                try:
-                    with quiet_libraries():
-                        out = run_method(method, task)
-                except Exception as exc:  # noqa: BLE001 -- one method failing must not lose the others' numbers
-                    mres.skipped = f"failed at seed {seed}: {type(exc).__name__}: {exc}"
-                    log(f"{name} {method} seed {seed}: {mres.skipped}")
-                    break
-                hv = hypervolume(out.F, task.ref)
-                mres.hv.append(hv)
-                mres.seconds.append(out.seconds)
-                log(f"{name} {method} seed {seed}: hv {hv:.4f}, {out.seconds:.2f} s, {len(out.F)} evaluations")
+            if any(o.cheap for o in load_spec(bench.spec).objectives):
+                res.notes.append("cheap objectives are computed exactly by our strategies; the references model them")
+            for method in methods:
+                res.methods[method] = MethodResult(skipped=reasons[method])
+                if not reasons[method]:
+                    cap = (method_seeds or {}).get(method, seeds)
+                    work += [(res, method, seed) for seed in range(seeds)
+                             if seed < cap or (name, batch, method, seed, res.budget) in done]
+    torch.set_num_threads(threads)
+    key = lambda res, m, s: (res.bench.name, res.batch, m, s, res.budget)  # noqa: E731
+    todo = [(res, m, s) for res, m, s in work if key(res, m, s) not in done]
+    if jobs <= 1:
+        fresh = (_safe(run_one, res.bench.name, m, s, res.budget, initial, res.batch) for res, m, s in todo)
+    else:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(threads,))
+        futures = [pool.submit(_safe, run_one, res.bench.name, m, s, res.budget, initial, res.batch)
+                   for res, m, s in todo]
+        fresh = (f.result() for f in futures)
+    for (res, m, s), out in zip(todo, fresh):
+        done[key(res, m, s)] = out
+        if not isinstance(out, str):
+            record(key(res, m, s), out)
+    for res, method, seed in work:
+        out = done[key(res, method, seed)]
+        mres = res.methods[method]
+        if isinstance(out, str):
+            mres.skipped = f"failed at seed {seed}: {out}"
+            log(f"{res.bench.name} q={res.batch} {method} seed {seed}: {mres.skipped}")
+            continue
+        hv, seconds, F = out
+        mres.hv.append(hv)
+        mres.seconds.append(seconds)
+        log(f"{res.bench.name} q={res.batch} {method} seed {seed}: hv {hv:.4f}, {seconds:.2f} s, "
+            f"{len(F)} scored points")
+    if jobs > 1:
+        pool.shutdown()
+    for res in results:
+        for mres in res.methods.values():
             if mres.skipped:
                 mres.hv.clear()
                 mres.seconds.clear()
     return results
+
+
+def _safe(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or the error's text: one method failing must not lose the others' numbers."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
 
 
 def bo_batch_proposal_seconds(observations: int, seed: int = 0) -> float:
@@ -520,7 +655,7 @@ def bo_batch_proposal_seconds(observations: int, seed: int = 0) -> float:
 
 def _versions() -> str:
     out = [f"torch {torch.__version__}"]
-    for module in ("pymoo", "optuna", "botorch"):
+    for module in ("pymoo", "optuna", "botorch", "greenlet"):
         try:
             out.append(f"{module} {importlib.import_module(module).__version__}")
         except ImportError:
@@ -531,9 +666,13 @@ def _versions() -> str:
 def header(args: argparse.Namespace) -> list[str]:
     lines = [
         "# Multi-objective optimisers: hypervolume and wall time (benchmarks/optimisers.py)",
-        f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()} (the same for every method); {_versions()}",
-        (f"seeds {args.seeds} (0..{args.seeds - 1}), initial design {args.initial} Sobol points, batch 1, "
-         f"evaluations {'per problem' if args.evals is None else args.evals}"),
+        f"cores {os.cpu_count()}, {args.threads} torch thread(s) per run, {args.jobs} run(s) at a time; {_versions()}",
+        (f"seeds {args.seeds} (0..{args.seeds - 1}), initial design {args.initial} Sobol points, batches "
+         f"{', '.join(map(str, args.batches))}, evaluations "
+         f"{'per problem' if args.evals is None else args.evals}{' (40 % of each budget: --quick)' if args.quick else ''}"),
+        ("references: GPSampler and TPE with Optuna's defaults (GPSampler: n_startup_trials = the design size), "
+         "qLogNEHVI with 128 Sobol samples, 10 restarts, 512 raw samples and the scoring reference point, "
+         "NSGA-II with population = the design size"),
     ]
     if "optuna" in args.methods:
         try:
@@ -551,43 +690,92 @@ def _fmt(x: float | None) -> str:
     return f"{x:.2f}" if abs(x) >= 0.1 or x == 0 else f"{x:.2g}"
 
 
+def _ratio(a: MethodResult | None, b: MethodResult | None, what: str) -> float | None:
+    """a's mean over b's; for hypervolumes over a zero one, inf (or 1 when both are 0)."""
+    if a is None or b is None or not a.ok or not b.ok:
+        return None
+    num, den = getattr(a, what), getattr(b, what)
+    if den > 0:
+        return num / den
+    return None if what != "hv_mean" else (float("inf") if num > 0 else 1.0)
+
+
 def table(res: ProblemResult) -> list[str]:
-    """The Markdown table of one problem."""
+    """The Markdown table of one problem at one batch size."""
     bench = res.bench
-    lines = [f"## {bench.name}: {bench.title}"]
+    lines = [f"## {bench.name}, batch {res.batch}: {bench.title}"]
     if res.skipped:
         return lines + [res.skipped, ""]
-    lines.append(f"{res.budget} evaluations, reference point {bench.ref}, true front hypervolume {res.true_hv:.4f}")
+    best = res.best_rival()
+    lines.append(f"{res.budget} evaluations, reference point {bench.ref}, true front hypervolume {res.true_hv:.4f}; "
+                 f"best reference: {LABELS[best] if best else 'n/a'}")
     lines += [f"note: {n}" for n in res.notes]
     lines += [
         "",
-        "| method | HV (mean ± std) | HV / true front | wall s | HV / qLogNEHVI | wall / qLogNEHVI |",
-        "|---|---|---|---|---|---|",
+        "| method | HV (mean ± std) | HV / true front | wall s | HV / best ref | wall / qLogNEHVI | wall / GPSampler |",
+        "|---|---|---|---|---|---|---|",
     ]
-    base = res.methods.get(BASELINE)
-    has_base = base is not None and not base.skipped and base.hv
+    ref = res.methods.get(best) if best else None
+    max_seeds = max((len(m.hv) for m in res.methods.values()), default=0)
     for method, m in res.methods.items():
         if m.skipped:
-            lines.append(f"| {LABELS[method]} | {m.skipped} | | | | |")
+            lines.append(f"| {LABELS[method]} | {m.skipped} | | | | | |")
             continue
-        hv_ratio = m.hv_mean / base.hv_mean if has_base and base.hv_mean > 0 else None
-        t_ratio = m.seconds_mean / base.seconds_mean if has_base else None
+        hv_ratio = _ratio(m, ref, "hv_mean")
         lines.append(
-            f"| {LABELS[method]} | {m.hv_mean:.4f} ± {m.hv_std:.4f} | {m.hv_mean / res.true_hv:.3f} | "
-            f"{_fmt(m.seconds_mean)} | {'n/a' if hv_ratio is None else f'{hv_ratio:.3f}'} | {_fmt(t_ratio)} |"
+            f"| {LABELS[method]}{'' if len(m.hv) == max_seeds else f' ({len(m.hv)} seeds)'} | "
+            f"{m.hv_mean:.4f} ± {m.hv_std:.4f} | {m.hv_mean / res.true_hv:.3f} | "
+            f"{_fmt(m.seconds_mean)} | {'n/a' if hv_ratio is None else f'{hv_ratio:.3f}'} | "
+            f"{_fmt(_ratio(m, res.methods.get('botorch'), 'seconds_mean'))} | "
+            f"{_fmt(_ratio(m, res.methods.get('optuna'), 'seconds_mean'))} |"
         )
     return lines + [""]
 
 
+def summary(results: Sequence[ProblemResult]) -> list[str]:
+    """bo against issue 18's targets, a row per problem and batch size."""
+    rows = [r for r in results if not r.skipped and "bo" in r.methods and r.methods["bo"].ok]
+    if not rows:
+        return []
+    lines = [
+        "## bo against the targets",
+        "",
+        "| problem | batch | bo HV / true | bo / best ref (>= 0.99) | bo / random (>= 1) | "
+        "wall / qLogNEHVI (<= 0.2) | wall / GPSampler (<= 0.5) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        bo = r.methods["bo"]
+        best = r.best_rival()
+        vs_best = _ratio(bo, r.methods.get(best) if best else None, "hv_mean")
+        vs_random = _ratio(bo, r.methods.get("random"), "hv_mean")
+        lines.append(
+            f"| {r.bench.name} | {r.batch} | {bo.hv_mean / r.true_hv:.3f} | {_mark(vs_best, 0.99)} | "
+            f"{_mark(vs_random, 1.0)} | {_mark(_ratio(bo, r.methods.get('botorch'), 'seconds_mean'), 0.2, False)} | "
+            f"{_mark(_ratio(bo, r.methods.get('optuna'), 'seconds_mean'), 0.5, False)} |"
+        )
+    return lines + [""]
+
+
+def _mark(x: float | None, bar: float, at_least: bool = True) -> str:
+    if x is None:
+        return "n/a"
+    ok = x >= bar if at_least else x <= bar
+    return f"{x:.3f} {'ok' if ok else 'MISSED'}"
+
+
 def to_json(results: list[ProblemResult], args: argparse.Namespace, batch4: float | None) -> dict[str, Any]:
     return {
-        "torch_threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "jobs": args.jobs,
         "seeds": args.seeds,
         "initial": args.initial,
         "bo_batch4_seconds": batch4,
         "bo_batch4_observations": args.batch4_at,
-        "problems": {
-            r.bench.name: {
+        "problems": [
+            {
+                "problem": r.bench.name,
+                "batch": r.batch,
                 "skipped": r.skipped,
                 "budget": r.budget,
                 "ref": list(r.bench.ref),
@@ -597,8 +785,26 @@ def to_json(results: list[ProblemResult], args: argparse.Namespace, batch4: floa
                 },
             }
             for r in results
-        },
+        ],
     }
+
+
+def _run_log(path: Path) -> tuple[dict[tuple[str, int, str, int, int], Any], Callable[[Any, Any], None]]:
+    """The runs a JSON-lines file holds, and a function appending one to it."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["problem"], r["batch"], r["method"], r["seed"], r["budget"])] = (r["hv"], r["seconds"], r["F"])
+
+    def record(key: tuple[str, int, str, int, int], out: Any) -> None:
+        problem, batch, method, seed, budget = key
+        with path.open("a") as f:
+            f.write(json.dumps({"problem": problem, "batch": batch, "method": method, "seed": seed, "budget": budget,
+                                "hv": out[0], "seconds": out[1], "F": out[2]}) + "\n")
+
+    return done, record
 
 
 def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
@@ -609,19 +815,50 @@ def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def _method_seeds(text: str) -> dict[str, int]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, n = item.partition("=")
+        if name not in METHODS or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"expected METHOD=N with a method of {', '.join(METHODS)}, got {item!r}")
+        out[name] = int(n)
+    return out
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"batches must be positive integers, got {text!r}")
+    return out
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=lambda s: _names(s, tuple(PROBLEMS), "problem"), default=list(PROBLEMS))
     ap.add_argument("--methods", type=lambda s: _names(s, METHODS, "method"), default=list(METHODS))
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0 .. N-1 (default 5; 1 with --quick)")
+    ap.add_argument("--batches", type=_batches, default=[1, 4], help="batch sizes (default 1,4)")
     ap.add_argument("--evals", type=int, default=None, help="evaluations per run, overriding every problem's budget")
     ap.add_argument("--initial", type=int, default=10, help="Sobol points before any model (default 10)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    ap.add_argument("--quick", action="store_true", help="one seed at 40 %% of each budget (development)")
     ap.add_argument("--batch4-at", type=int, default=200,
                     help="time bo's ask(4) after this many ZDT1 observations (default 200; 0 skips)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--method-seeds", type=_method_seeds, default={},
+                    help="fewer seeds for some methods, e.g. botorch=3 (finished runs of more are still read back)")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="a JSON-lines file of finished runs: read back instead of rerun, and appended to as "
+                         "runs finish (so a long run can be resumed, or methods added later)")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.initial < 1 or (args.evals is not None and args.evals < 1):
-        ap.error("--seeds, --initial and --evals must be positive")
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 5
+    if min(args.seeds, args.initial, args.jobs, args.threads) < 1 or (args.evals is not None and args.evals < 1):
+        ap.error("--seeds, --initial, --jobs, --threads and --evals must be positive")
     return args
 
 
@@ -630,11 +867,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in header(args):
         print(line)
     print(flush=True)
-    results = run_benchmark(args.problems, args.methods, args.seeds, args.evals, args.initial,
-                            log=lambda s: print(s, file=sys.stderr, flush=True))
+    done, record = {}, lambda key, out: None
+    if args.runs is not None:
+        done, record = _run_log(args.runs)
+    results = run_benchmark(args.problems, args.methods, args.seeds, args.evals, args.initial, args.batches,
+                            args.jobs, args.threads, 0.4 if args.quick else 1.0,
+                            log=lambda s: print(s, file=sys.stderr, flush=True), done=done, record=record,
+                            method_seeds=args.method_seeds)
     for res in results:
         for line in table(res):
             print(line)
+    for line in summary(results):
+        print(line)
     batch4 = None
     if "bo" in args.methods and args.batch4_at > 0:
         reason = unavailable("bo")
@@ -642,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bo batch-4 proposal: {reason}")
         else:
             batch4 = bo_batch_proposal_seconds(args.batch4_at)
-            print(f"bo batch-4 proposal at {args.batch4_at} observations: {batch4:.2f} s")
+            print(f"bo batch-4 proposal at {args.batch4_at} observations: {batch4:.2f} s (target <= 2 s)")
     if args.json:
         args.json.write_text(json.dumps(to_json(results, args, batch4), indent=2))
     return 0

@@ -66,87 +66,69 @@ def pareto_indices(F: np.ndarray, violations: np.ndarray) -> np.ndarray:
     return np.sort(pool[non_dominated(F[pool])])
 
 
-def hv_improvements(Y: np.ndarray, front: np.ndarray, ref: np.ndarray, *, samples: np.ndarray | None = None) -> np.ndarray:
-    """Hypervolume improvement (k,) of each row of ``Y`` (k x m) added alone to ``front`` (r x m), up to ``ref``.
+def improvement_boxes(front: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The region below ``ref`` that ``front`` (k x m, minimisation, m <= 3) does not dominate, as disjoint
+    boxes ``lower``, ``upper`` (each J x m; lower bounds may be -inf).
 
-    Minimisation form. For many points at once (Monte-Carlo acquisition needs tens of thousands),
-    where calling the indicator per point would be slow. With one objective it is the improvement
-    on the best value (expected improvement's integrand); with two and three it is exact (the
-    point's box [y, ref] less what the front already dominates in it). With more, it is the
-    Monte-Carlo estimate over ``samples`` (s x m, uniform in the box [min over Y and front, ref];
-    required): the box volume times the fraction of samples the point dominates and the front does not.
+    A point y then improves the front's hypervolume by sum_j prod_i (u_ji - max(y_i, l_ji))+, which a
+    Monte-Carlo acquisition evaluates for thousands of points and posterior samples at once. Front
+    points not strictly better than ``ref`` in every objective are ignored; dominated ones may stay.
+    One objective: the interval below the best value. Two: with the front sorted by f1 (so the running
+    minimum of f2 falls), the strips between consecutive f1 values under that minimum. Three: slabs of
+    f3 between consecutive f3 values of the front, each the product of its f3 interval and the
+    two-objective region of the points below it.
     """
     ref = np.asarray(ref, dtype=float).reshape(-1)
     m = len(ref)
-    Y = np.asarray(Y, dtype=float).reshape(-1, m)
     P = np.asarray(front, dtype=float).reshape(-1, m)
     P = P[np.all(P < ref, axis=1)]
-    if m == 1:  # the length of [y, ref] below the best point so far
-        best = min(float(P.min()), float(ref[0])) if len(P) else float(ref[0])
-        return np.clip(best - np.minimum(Y[:, 0], ref[0]), 0.0, None)
+    if m == 1:
+        best = min(float(P[:, 0].min()), float(ref[0])) if len(P) else float(ref[0])
+        return np.array([[-np.inf]]), np.array([[best]])
     if m == 2:
-        return _hvi_2d(Y, P, ref)
+        return _boxes_2d(P, ref)
     if m == 3:
-        return _hvi_3d(Y, P, ref)
-    if samples is None:
-        raise ValueError("hv_improvements needs uniform `samples` of the box for 4 or more objectives")
-    S = np.asarray(samples, dtype=float).reshape(-1, m)
-    lo = S.min(axis=0)
-    volume = float(np.prod(ref - lo))
-    free = ~np.any(np.all(P[:, None, :] <= S[None, :, :], axis=2), axis=0) if len(P) else np.ones(len(S), bool)
-    S = S[free]
-    gained = np.zeros(len(Y))
-    # only points the front does not dominate can gain anything (most of them, once the front is dense)
-    open_ = ~np.any(np.all(P[None, :, :] <= Y[:, None, :], axis=2), axis=1) if len(P) else np.ones(len(Y), bool)
-    rows = np.flatnonzero(open_ & np.all(Y < ref, axis=1))
-    if len(S) == 0 or len(rows) == 0:
-        return gained
-    for start in range(0, len(rows), 256):  # bounded memory: 256 x s x m booleans at a time
-        block = rows[start:start + 256]
-        gained[block] = np.all(Y[block][:, None, :] <= S[None, :, :], axis=2).sum(axis=1)
-    return volume * gained / len(free)
+        return _boxes_3d(P, ref)
+    raise ValueError(f"improvement_boxes handles up to three objectives, got {m}")
 
 
-def _hvi_2d(Y: np.ndarray, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Exact two-objective improvement: the box [y1, r1] x [y2, r2] minus the front's dominated staircase."""
-    y1, y2 = np.minimum(Y[:, 0], ref[0]), np.minimum(Y[:, 1], ref[1])
+def _boxes_2d(P: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(P) == 0:
-        return (ref[0] - y1) * (ref[1] - y2)
-    P = P[non_dominated(P)]
-    P = P[np.argsort(P[:, 0])]  # f1 ascending, so f2 descending: the staircase
-    # step i covers f1 in [a_i, a_{i+1}) with height b_i (everything at or above b_i is dominated)
-    a = np.append(P[:, 0], ref[0])
-    starts = np.concatenate([[-np.inf], a[:-1]])
-    ends = a
-    heights = np.concatenate([[ref[1]], P[:, 1]])  # before the first front point nothing is dominated
-    width = np.clip(np.minimum(ends[None, :], ref[0]) - np.maximum(starts[None, :], y1[:, None]), 0.0, None)
-    tall = np.clip(np.minimum(heights[None, :], ref[1]) - y2[:, None], 0.0, None)
-    return (width * tall).sum(axis=1)
+        return np.array([[-np.inf, -np.inf]]), ref[None, :].copy()
+    P = P[np.argsort(P[:, 0], kind="stable")]
+    left = np.concatenate([[-np.inf], P[:, 0]])
+    right = np.concatenate([P[:, 0], [ref[0]]])
+    top = np.concatenate([[ref[1]], np.minimum.accumulate(P[:, 1])])
+    return np.column_stack([left, np.full(len(left), -np.inf)]), np.column_stack([right, top])
 
 
-def _hvi_3d(Y: np.ndarray, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Exact three-objective improvement: the volume of [y, ref] less the hypervolume of the front clipped
-    to it (the points max(p, y)), the latter as slabs along f3 of two-dimensional staircases."""
-    out = np.zeros(len(Y))
-    rows = np.flatnonzero(np.all(Y < ref, axis=1))
-    if len(rows) == 0:
-        return out
-    out[rows] = np.prod(ref - Y[rows], axis=1)
+def _boxes_3d(P: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(P) == 0:
-        return out
-    P = P[non_dominated(P)]
-    r = len(P)
-    for start in range(0, len(rows), 256):  # bounded memory: 256 x r x r at a time
-        block = rows[start:start + 256]
-        Q = np.maximum(P[None, :, :], Y[block][:, None, :])  # k x r x 3: the front clipped to each box
-        Q = np.take_along_axis(Q, np.argsort(Q[:, :, 2], axis=1)[:, :, None], axis=1)  # by f3
-        dz = np.diff(np.concatenate([Q[:, :, 2], np.full((len(block), 1), ref[2])], axis=1), axis=1)  # slab j: z_j..z_j+1
-        ox = np.argsort(Q[:, :, 0], axis=1)  # by f1 within each box; ox[i] is that point's f3 rank
-        xs = np.take_along_axis(Q[:, :, 0], ox, axis=1)
-        ys = np.take_along_axis(Q[:, :, 1], ox, axis=1)
-        active = ox[:, None, :] <= np.arange(r)[None, :, None]  # k x slab x point: the points below slab j's top
-        low = np.minimum.accumulate(np.where(active, ys[:, None, :], ref[1]), axis=2)
-        widths = np.diff(np.concatenate([xs, np.full((len(block), 1), ref[0])], axis=1), axis=1)
-        area = (widths[:, None, :] * (ref[1] - low)).sum(axis=2)  # k x slab: the staircase's area
-        out[block] -= (dz * area).sum(axis=1)
-    return np.maximum(out, 0.0)
+        return np.array([[-np.inf, -np.inf, -np.inf]]), ref[None, :].copy()
+    P = P[np.argsort(P[:, 2], kind="stable")]
+    z = np.concatenate([[-np.inf], P[:, 2], [ref[2]]])
+    # a 2-D box that stays the same over consecutive slabs is one taller box: most of a staircase
+    # survives the next point, so this keeps O(k) boxes where slab by slab gives O(k^2)
+    open_: dict[tuple[float, float, float], float] = {}  # (x_lo, x_hi, y_hi) -> z_lo
+    lows, highs = [], []
+    for j in range(len(P) + 1):
+        if z[j + 1] <= z[j]:
+            continue
+        lo, hi = _boxes_2d(P[:j, :2], ref[:2])
+        now = {(float(a), float(b), float(c)) for a, b, c in zip(lo[:, 0], hi[:, 0], hi[:, 1]) if b > a and c > -np.inf}
+        for box in [k for k in open_ if k not in now]:
+            lows.append((box[0], -np.inf, open_[box]))
+            highs.append((box[1], box[2], z[j]))
+            del open_[box]
+        for box in now:
+            open_.setdefault(box, z[j])
+    for box, z_lo in open_.items():
+        lows.append((box[0], -np.inf, z_lo))
+        highs.append((box[1], box[2], ref[2]))
+    return np.array(lows, dtype=float).reshape(-1, 3), np.array(highs, dtype=float).reshape(-1, 3)
+
+
+def box_improvements(Y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Hypervolume improvement (n) of each row of ``Y`` (n x m) over the boxes of ``improvement_boxes``."""
+    edge = np.maximum(np.asarray(Y, dtype=float)[:, None, :], lower[None])
+    return np.clip(upper[None] - edge, 0.0, None).prod(axis=2).sum(axis=1)

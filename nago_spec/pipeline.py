@@ -190,19 +190,24 @@ class Evaluator:
         self.spec = spec
         self.run_dir = run_dir
         base = spec.path.parent
-        # objectives naming the same callable share one call per evaluation
+        # the callable measuring each custom quantity (objectives, and constraints with a callable of their
+        # own); quantities naming the same callable share one call per evaluation
+        self._callable_of = {o.name: o.callable for o in spec.objectives if o.callable}
+        self._callable_of.update({c.objective: c.callable for c in spec.constraints if c.callable})
         self._callables: dict[str, Callable[..., Any]] = {
-            o.callable: _adapt(load_callable(o.callable, base)) for o in spec.objectives if o.callable
+            ref: _adapt(load_callable(ref, base)) for ref in dict.fromkeys(self._callable_of.values())
         }
         self.objectives = tuple(
-            ObjectiveInfo(o.name, o.direction, o.cheap if o.callable else OBJECTIVES.get(o.name).cheap)
+            ObjectiveInfo(o.name, o.direction, o.cheap if o.callable else OBJECTIVES.get(o.name).cheap, o.ref)
             for o in spec.objectives
         )
-        # objectives only a constraint names: measured with every trial, optimised by none
+        # quantities only a constraint names: measured with every trial, optimised by none
         declared = {o.name for o in self.objectives}
-        extra = dict.fromkeys(c.objective for c in spec.constraints if c.objective not in declared)
+        extra = {c.objective: c for c in spec.constraints if c.objective not in declared}
         self._constrained = tuple(
-            ObjectiveInfo(n, OBJECTIVES.get(n).direction, OBJECTIVES.get(n).cheap) for n in extra
+            ObjectiveInfo(n, "minimize", c.cheap) if c.callable
+            else ObjectiveInfo(n, OBJECTIVES.get(n).direction, OBJECTIVES.get(n).cheap)
+            for n, c in extra.items()
         )
         self._measured = [o.name for o in self.objectives + self._constrained]
         # [search].record: stored with every trial, never shown to the strategy
@@ -309,23 +314,22 @@ class Evaluator:
 
     def _score(self, ctx: EvalContext, names: list[str]) -> dict[str, float]:
         """Compute the named objectives; custom callables are called once per distinct callable."""
-        by_name = {o.name: o for o in self.spec.objectives}
         out: dict[str, float] = {}
         results: dict[str, Any] = {}
         for name in names:
-            ospec = by_name.get(name)
-            if ospec is not None and ospec.callable:
-                if ospec.callable not in results:
-                    fn = self._callables[ospec.callable]
+            ref = self._callable_of.get(name)
+            if ref is not None:
+                if ref not in results:
+                    fn = self._callables[ref]
                     try:
-                        results[ospec.callable] = fn(ctx)
+                        results[ref] = fn(ctx)
                     except Exception as exc:  # a user's objective failing is the trial's failure, not the run's
-                        raise TrialError(f"objective {name!r} ({ospec.callable}) raised {type(exc).__name__}: {exc}") from exc
-                raw = results[ospec.callable]
+                        raise TrialError(f"objective {name!r} ({ref}) raised {type(exc).__name__}: {exc}") from exc
+                raw = results[ref]
                 if isinstance(raw, Mapping):
                     if name not in raw:
                         raise TrialError(
-                            f"objective {name!r} ({ospec.callable}) returned a mapping without key {name!r}"
+                            f"objective {name!r} ({ref}) returned a mapping without key {name!r}"
                             f" (keys: {', '.join(map(str, raw))})"
                         )
                     raw = raw[name]

@@ -13,11 +13,13 @@ DIRECTIONS = ("minimize", "maximize")
 
 @dataclass(frozen=True)
 class ObjectiveInfo:
-    """One objective: its name, direction and whether the optimiser may compute it exactly (``cheap``)."""
+    """One objective: its name, direction, whether the optimiser may compute it exactly (``cheap``), and
+    the hypervolume reference value the user gave (``ref``, in the objective's own units; None: inferred)."""
 
     name: str
     direction: str
     cheap: bool
+    ref: float | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

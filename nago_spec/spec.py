@@ -236,21 +236,32 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """An objective; built-ins take direction and cost from OBJECTIVES, callables are absolute refs."""
+    """An objective; built-ins take direction and cost from OBJECTIVES, callables are absolute refs.
+
+    ``ref`` is the hypervolume reference value the user gives (the worst value worth any credit, in
+    the objective's own units); None lets the strategy infer one.
+    """
 
     name: str
     direction: str
     callable: str | None = None
     cheap: bool = False
+    ref: float | None = None
 
 
 @dataclass(frozen=True)
 class ConstraintSpec:
-    """A feasibility bound on one objective's value (``min``, ``max`` or both)."""
+    """A feasibility bound on one objective's value (``min``, ``max`` or both).
+
+    ``objective`` names a declared or built-in objective, or, with ``callable``, a quantity that
+    callable measures for the constraint alone (``cheap`` as for objectives).
+    """
 
     objective: str
     min: float | None = None
     max: float | None = None
+    callable: str | None = None
+    cheap: bool = False
 
 
 FIDELITY_ON = ("epochs", "data")
@@ -379,7 +390,7 @@ class Spec:
             "space": _space_dict(self.space),
             "train": _fields_dict(self.train),
             "objectives": [_objective_dict(o) for o in self.objectives],
-            "constraints": [_fields_dict(c) for c in self.constraints],
+            "constraints": [_constraint_dict(c) for c in self.constraints],
             "search": _search_dict(self.search),
             "run": _fields_dict(self.run),
             "export": _fields_dict(self.export),
@@ -446,6 +457,13 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
 def _objective_dict(o: ObjectiveSpec) -> dict[str, Any]:
     d = _fields_dict(o)
     if o.callable is None:  # a built-in's cost is its own; the key is refused without a callable
+        d.pop("cheap")
+    return d
+
+
+def _constraint_dict(c: ConstraintSpec) -> dict[str, Any]:
+    d = _fields_dict(c)
+    if c.callable is None:  # as for objectives; and specs without the keys keep their hash
         d.pop("cheap")
     return d
 
@@ -843,7 +861,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     space = _space(rep, rep.table("space", raw.get("space", {}), "[space]"))
     train = _train(rep, rep.table("train", raw.get("train", {}), "[train]"))
     objectives = _objectives(rep, raw, base)
-    constraints = _constraints(rep, raw)
+    constraints = _constraints(rep, raw, base)
     search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"))
     run = _simple(rep, "run", raw, RunSpec, {
         "backend": _choice("backend", BACKEND_NAMES),
@@ -1331,6 +1349,7 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
             "direction": _choice("direction", DIRECTIONS),
             "callable": _callable_ref(base),
             "cheap": _boolean,
+            "ref": _number(),
         }, required={"name": "every objective needs a name"})
         name = v.get("name")
         if name is None:
@@ -1342,7 +1361,7 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
         if "callable" in entry:
             if "callable" in v:
                 direction = v.get("direction", "minimize")
-                out.append(ObjectiveSpec(name, direction, v["callable"], v.get("cheap", False)))
+                out.append(ObjectiveSpec(name, direction, v["callable"], v.get("cheap", False), v.get("ref")))
             continue
         if "cheap" in entry:
             rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in objective knows its cost)",
@@ -1363,29 +1382,49 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
         if v.get("direction", builtin.direction) != builtin.direction:
             rep.add(f"{prefix}.direction", f"the built-in objective '{name}' is always {builtin.direction}d",
                     entry["direction"])
-        out.append(ObjectiveSpec(name, builtin.direction, None, builtin.cheap))
+        out.append(ObjectiveSpec(name, builtin.direction, None, builtin.cheap, v.get("ref")))
     return tuple(out)
 
 
-def _constraints(rep: _Report, raw: Mapping[str, Any]) -> tuple[ConstraintSpec, ...]:
+def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[ConstraintSpec, ...]:
     # Names of every declared objective, valid or not, so one mistake is not reported twice.
     entries = raw.get("objectives")
     declared = [
         o["name"] for o in (entries if isinstance(entries, list) else [])
         if isinstance(o, dict) and isinstance(o.get("name"), str)
     ]
-    known = list(dict.fromkeys([*declared, *OBJECTIVES.names()]))
+    tables = _array_of_tables(rep, raw, "constraints")
+    measured: dict[str, str] = {}  # quantities that constraint callables measure, and their callable
+    for i, entry in enumerate(tables):
+        name, ref = entry.get("objective"), entry.get("callable")
+        if isinstance(name, str) and isinstance(ref, str) and name not in declared:
+            if measured.setdefault(name, ref) != ref:
+                rep.add(f"[constraints][{i}].callable", f"'{name}' is already measured by {measured[name]!r}; "
+                        "one quantity has one callable", ref)
+    known = list(dict.fromkeys([*declared, *measured, *OBJECTIVES.names()]))
     out: list[ConstraintSpec] = []
-    for i, entry in enumerate(_array_of_tables(rep, raw, "constraints")):
+    for i, entry in enumerate(tables):
         prefix = f"[constraints][{i}]"
-        v = rep.check(prefix, entry, {"objective": _text, "min": _number(), "max": _number()},
+        v = rep.check(prefix, entry, {"objective": _text, "min": _number(), "max": _number(),
+                                      "callable": _callable_ref(base), "cheap": _boolean},
                       required={"objective": "every constraint names an objective"})
-        ok = "objective" in v
-        if ok and v["objective"] not in known and v["objective"] not in OBJECTIVES:
+        ok = "objective" in v and ("callable" not in entry or "callable" in v)
+        if "cheap" in entry and "callable" not in entry:
+            rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in or declared objective knows its "
+                    "cost)", entry["cheap"])
+            ok = False
+        if "callable" in entry:
+            if ok and v["objective"] in declared:
+                rep.add(f"{prefix}.callable", f"'{v['objective']}' is a declared objective, measured by its own "
+                        "[[objectives]] entry; a constraint callable measures a quantity of its own", entry["callable"])
+                ok = False
+        elif ok and v["objective"] not in known and v["objective"] not in OBJECTIVES:
             rep.add(f"{prefix}.objective",
                     f"unknown objective{did_you_mean(v['objective'], known)}; declared or built-in: "
                     f"{', '.join(known)}", v["objective"])
             ok = False
+        elif ok and v["objective"] in measured:  # measured by another constraint's callable (resolved below)
+            pass
         elif ok and v["objective"] not in declared and OBJECTIVES.get(v["objective"]).final_only:
             rep.add(f"{prefix}.objective", f"'{v['objective']}' is available in final reports only, not as a "
                     "search constraint", v["objective"])
@@ -1398,8 +1437,10 @@ def _constraints(rep: _Report, raw: Mapping[str, Any]) -> tuple[ConstraintSpec, 
             rep.add(prefix, f"min <= max must hold, but got (min={lo!r}, max={hi!r})")
             ok = False
         if ok and all(k in v for k in ("min", "max") if k in entry):
-            out.append(ConstraintSpec(v["objective"], lo, hi))
-    return tuple(out)
+            out.append(ConstraintSpec(v["objective"], lo, hi, v.get("callable"), v.get("cheap", False)))
+    resolved = {c.objective: c.callable for c in out if c.callable}
+    return tuple(c if c.callable or c.objective not in resolved else
+                 dataclasses.replace(c, callable=resolved[c.objective]) for c in out)
 
 
 # ---------------------------------------------------------------------------------------------------

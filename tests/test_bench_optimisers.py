@@ -89,17 +89,19 @@ def test_every_method_starts_from_our_sobol_design():
     assert ours == task.problem.space.from_unit_many(task.initial_design())
 
 
-def test_main_prints_a_table_per_problem(capsys):
+def test_main_prints_a_table_per_problem_and_batch_and_reads_finished_runs_back(capsys, tmp_path):
     names = "zdt1,nasbench_macro"
-    code = bench.main(["--problems", names, "--methods", "random,bo", "--seeds", "1", "--evals", "12",
-                       "--initial", "6", "--batch4-at", "20"])
-    assert code == 0
+    runs = tmp_path / "runs.jsonl"
+    argv = ["--problems", names, "--methods", "random,bo", "--seeds", "1", "--evals", "12", "--initial", "6",
+            "--batches", "1,2", "--batch4-at", "20", "--runs", str(runs)]
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
     sections = re.split(r"^## ", out, flags=re.MULTILINE)[1:]
-    assert [s.split(":")[0] for s in sections] == names.split(",")
-    for section in sections:
+    assert [s.splitlines()[0].split(":")[0] for s in sections] == [
+        "zdt1, batch 1", "zdt1, batch 2", "nasbench_macro, batch 1", "nasbench_macro, batch 2", "bo against the targets"]
+    for section in sections[:-1]:
         if section.startswith("nasbench_macro") and not HAS_MACRO:
-            assert "skipped: NAS-Bench-Macro table not found" in section
+            assert "skipped: table not found" in section
             continue
         true_hv = float(re.search(r"true front hypervolume ([0-9.]+)", section).group(1))
         rows = [line for line in section.splitlines() if line.startswith("| ") and "(ours)" in line]
@@ -107,5 +109,65 @@ def test_main_prints_a_table_per_problem(capsys):
         for row in rows:
             hv = float(row.split("|")[2].split("±")[0])
             assert 0.0 <= hv <= true_hv
-            assert row.split("|")[5].strip() == "n/a"  # no qLogNEHVI in this run
+            assert row.split("|")[6].strip() == "n/a"  # no qLogNEHVI in this run
     assert re.search(r"bo batch-4 proposal at 20 observations: [0-9.]+ s", out)
+    # the runs were recorded as they finished; a second call reads them back instead of running them
+    recorded = runs.read_text().splitlines()
+    assert len(recorded) == (4 if HAS_MACRO else 2) * 2
+    assert bench.main(argv[:-3] + ["0", "--runs", str(runs)]) == 0
+    assert capsys.readouterr().out.split("bo batch-4")[0] == out.split("bo batch-4")[0]
+    assert runs.read_text().splitlines() == recorded
+
+
+def test_new_problems_against_their_definitions():
+    x = {f"x{i}": 0.0 for i in range(1, 7)}
+    assert problems.zdt3(x) == {"f1": 0.0, "f2": 1.0}
+    assert problems.dtlz7(x) == {"f1": 0.0, "f2": 0.0, "f3": 6.0}  # (1 + g) h with g = 1, h = 3
+    assert problems.kursawe({"x1": 0.0, "x2": 0.0, "x3": 0.0}) == {"f1": -20.0, "f2": 0.0}
+    c = problems.c2dtlz2({**x, **{f"x{i}": 0.5 for i in range(2, 7)}})  # x1 = 0: f = (1, 0) on the circle
+    assert c["f1"] == pytest.approx(1.0) and c["f2"] == pytest.approx(0.0, abs=1e-12) and c["c"] <= 0
+    assert problems.c2dtlz2({**x, "x1": 0.3, **{f"x{i}": 0.5 for i in range(2, 7)}})["c"] > 0  # between the arcs
+    # the noise is a fixed draw per point, of sd 0.05
+    a, b = problems.zdt1_noisy(x), problems.zdt1_noisy(x)
+    assert a == b and a != problems.zdt1(x)
+    draws = np.array([problems.point_noise({"x1": float(v)}, 2) for v in np.linspace(0, 1, 2000)])
+    assert draws.std() == pytest.approx(0.05, rel=0.1) and abs(draws.mean()) < 0.005
+
+
+def test_new_true_fronts():
+    ref2 = np.array([1.1, 1.1])
+    from nago_spec.pareto import hypervolume, non_dominated
+
+    for name in ("zdt3", "dtlz7", "kursawe", "c2dtlz2"):
+        F = problems.true_front(name)
+        assert len(non_dominated(F)) == len(F)  # a front
+    # ZDT3: five pieces; C2-DTLZ2: feasible arcs of the unit circle only
+    zdt3 = problems.true_front("zdt3")
+    assert zdt3[:, 0].max() == pytest.approx(0.8518, abs=1e-4) and zdt3[:, 1].min() == pytest.approx(-0.7734, abs=1e-4)
+    c2 = problems.true_front("c2dtlz2")
+    np.testing.assert_allclose((c2**2).sum(axis=1), 1.0)
+    assert 0 < hypervolume(c2, ref2) < hypervolume(problems.true_front("zdt2") ** 0.5, ref2)
+    # DTLZ7: f3 = 6 - sum f_i (1 + sin 3 pi f_i) on g = 0, with f1 = f2 = 0 on it
+    d7 = problems.true_front("dtlz7")
+    np.testing.assert_allclose(d7[:, 2], 6 - (d7[:, :2] * (1 + np.sin(3 * np.pi * d7[:, :2]))).sum(axis=1))
+    assert [0.0, 0.0, 6.0] in d7.tolist()
+
+
+def test_nb201_parameter_counts_span_nas_bench_201s_range():
+    assert problems.nb201_params("222222") == problems.NB201_MAX_PARAMS == 1_531_546
+    assert problems.nb201_params("000000") == problems.nb201_params("114414") == 73_306
+    assert problems.nb201_params("333333") < problems.nb201_params("222222")
+
+
+@pytest.mark.skipif(not problems.nb201_path().is_file(), reason=f"AnalogNAS-Bench table absent at {problems.nb201_path()}")
+def test_nb201_objectives_match_the_table():
+    import csv
+
+    row = next(r for r in csv.DictReader(open(problems.nb201_path())) if r["op_indices"] == "232140")
+    spec = load_spec(bench.PROBLEMS["nb201"].spec)
+    params = {f"e{i + 1}": problems.NB201_OPS[int(c)] for i, c in enumerate("232140")}
+    values, _ = Evaluator(spec).evaluate(params, 0, None)
+    assert values["error"] == pytest.approx(1 - float(row["baseline_accuracy"]) / 100)
+    assert values["int8_error"] == pytest.approx(1 - float(row["ptq_accuracy"]) / 100)
+    assert values["params"] == pytest.approx(problems.nb201_params("232140") / problems.NB201_MAX_PARAMS)
+    assert [o.cheap for o in Evaluator(spec).problem(None).objectives] == [False, False, True]

@@ -101,6 +101,28 @@ def test_shared_callable_is_called_once_and_context_is_passed(tmp_path):
     assert module.calls == [sample_seed(0, 3, 0)] and samples[0]["seed"] == module.calls[0]
 
 
+def test_a_constraint_callable_is_measured_with_the_objectives_and_shares_their_call(tmp_path):
+    ev = _params_spec(
+        tmp_path,
+        """
+        calls = []
+        def both(params):
+            calls.append(1)
+            return {"a": params["x"], "c": 2 * params["x"]}
+        """,
+        '[[objectives]]\nname = "a"\ncallable = "objs.py:both"\n'
+        '[[constraints]]\nobjective = "c"\ncallable = "objs.py:both"\nmax = 1.0\n',
+    )
+    values, _ = ev.evaluate({"x": 0.75}, 0, None)
+    assert values == {"a": 0.75, "c": 1.5}
+    problem = ev.problem(None)
+    assert [o.name for o in problem.objectives] == ["a"] and problem.violation(values) == pytest.approx(0.5)
+    import sys
+
+    module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(tmp_path / "objs.py"))
+    assert module.calls == [1]
+
+
 def test_network_evaluation_trains_and_scores(tiny_spec):
     from runners.worker import load_data
 

@@ -257,6 +257,61 @@ max = 2
     assert spec.constraints == (ConstraintSpec("energy", 0.0, 2.0),)
 
 
+def test_objective_reference_values(tmp_path, problems):
+    spec = load_text(tmp_path, MINIMAL.replace('name = "error"\n', 'name = "error"\nref = 0.5\n') + """
+[[objectives]]
+name = "acc"
+callable = "math:fsum"
+direction = "maximize"
+ref = 0.25
+""")
+    assert [o.ref for o in spec.objectives] == [0.5, 0.25]
+    assert load_spec(write(tmp_path, dump_toml(spec), "again.toml")).objectives == spec.objectives
+    expect_error(tmp_path, MINIMAL + 'ref = "high"\n', '[objectives][0].ref = "high": must be a number')
+
+
+def test_a_constraint_may_measure_its_own_quantity_with_a_callable(tmp_path, problems):
+    text = MINIMAL + """
+[[constraints]]
+objective = "power"
+callable = "problems.py:energy"
+cheap = true
+max = 2
+[[constraints]]
+objective = "power"
+min = 0.5
+"""
+    spec = load_text(tmp_path, text)
+    ref = f"{problems.resolve()}:energy"
+    assert spec.constraints == (ConstraintSpec("power", None, 2.0, ref, True), ConstraintSpec("power", 0.5, None, ref))
+    assert load_spec(write(tmp_path, dump_toml(spec), "again.toml")).constraints == spec.constraints
+    # specs without the keys keep their resolved form (and so their hash)
+    assert "callable" not in dump_toml(load_text(tmp_path, MINIMAL + "[[constraints]]\nobjective = \"params\"\nmax = 9\n"))
+
+
+@pytest.mark.parametrize("entry, line", [
+    ('objective = "error"\ncallable = "problems.py:energy"\nmax = 1',
+     '[constraints][0].callable = "problems.py:energy": \'error\' is a declared objective'),
+    ('objective = "params"\ncheap = true\nmax = 1', "[constraints][0].cheap = true: only allowed with a callable"),
+    ('objective = "power"\ncallable = "problems.py:nope"\nmax = 1', '[constraints][0].callable = "problems.py:nope": cannot import'),
+])
+def test_constraint_callable_errors(tmp_path, problems, entry, line):
+    expect_error(tmp_path, MINIMAL + "[[constraints]]\n" + entry + "\n", line)
+
+
+def test_one_quantity_has_one_callable(tmp_path, problems):
+    expect_error(tmp_path, MINIMAL + """
+[[constraints]]
+objective = "power"
+callable = "problems.py:energy"
+max = 2
+[[constraints]]
+objective = "power"
+callable = "problems.py:zdt"
+min = 0
+""", '[constraints][1].callable = "problems.py:zdt": \'power\' is already measured by \'problems.py:energy\'')
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 

@@ -113,11 +113,12 @@ def test_bo_is_deterministic_in_any_tell_order():
         assert s.last_fallback is None
     assert asks[0] == asks[1]
     assert len({tuple(p.values()) for p in asks[0]}) == 3  # a batch of distinct points
-    # pending points change the proposals (Kriging believer), and are never proposed again
+    # a pending point is never proposed again: where bo would go first, pending, it goes elsewhere
     s = BOStrategy(problem, seed=5, initial=4, options=FAST)
     for t in trials:
         s.tell(*t)
-    assert s.ask(3, next_trial_id=13) != asks[0]
+    first = s.ask(1, next_trial_id=13)[0]
+    assert first not in s.ask(2, next_trial_id=14, pending=[(13, first)])
 
 
 def test_bo_fits_only_complete_trials_and_never_reproposes_failed_ones(monkeypatch):
@@ -194,31 +195,34 @@ def test_bo_respects_cheap_constraints_exactly():
     assert s.last_fallback is None
 
 
-def test_worst_accepted_value_is_the_tightest_bound_on_the_bad_side():
+def test_given_reference_is_the_users_ref_else_the_tightest_bound_on_the_bad_side():
     objs = (ObjectiveInfo("params", "minimize", True), ObjectiveInfo("acc", "maximize", False),
-            ObjectiveInfo("f", "minimize", False))
+            ObjectiveInfo("f", "minimize", False), ObjectiveInfo("g", "maximize", False, ref=0.2),
+            ObjectiveInfo("h", "minimize", False, ref=3.0))
     cons = (ConstraintInfo("params", max=100.0), ConstraintInfo("params", min=5.0, max=80.0),
-            ConstraintInfo("acc", min=0.5), ConstraintInfo("f", min=1.0))
-    assert bo_module._worst_accepted(objs, cons).tolist() == [80.0, -0.5, -np.inf]
+            ConstraintInfo("acc", min=0.5), ConstraintInfo("f", min=1.0), ConstraintInfo("h", max=2.0))
+    got = bo_module._given_reference(objs, cons)
+    assert got[:2].tolist() == [80.0, -0.5] and np.isnan(got[2])
+    assert got[3:].tolist() == [-0.2, 3.0]  # a given ref wins over a bound (minimisation form)
 
 
-def test_a_bound_on_an_objective_lets_bo_improve_the_front_out_to_it():
-    """f1 = x cheap, f2 = 1 - x modelled, seen only for x <= 0.3. Without the bound f1 <= 0.9 the
-    reference point sits at the nadir plus a tenth of the front (f1 = 0.33), so no point past it can
-    improve the hypervolume; the bound is the worst f1 the user accepts, and bo goes out to it."""
+def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_one():
+    """f1 = x cheap, f2 = 1 - x modelled, seen only for x <= 0.3: the front is tiny. Without any bound or
+    ref, bo still proposes past the front's own range (the front must be able to grow); a user's
+    ref or bound on f1 is the worst f1 worth credit, and bo goes out towards it but never past it."""
     space = SearchSpace((FloatParam("x", 0.0, 1.0),))
-    objs = (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", False))
 
-    def proposals(constraints):
+    def proposals(ref=None, constraints=()):
+        objs = (ObjectiveInfo("f1", "minimize", True, ref=ref), ObjectiveInfo("f2", "minimize", False))
         problem = Problem(space, objs, constraints=constraints, cheap_fn=lambda p, tid: {"f1": p["x"]})
         s = BOStrategy(problem, seed=0, initial=4, batch=2, options=FAST)
         for tid, x in enumerate((0.0, 0.1, 0.2, 0.3)):
             s.tell(tid, {"x": x}, {"f1": x, "f2": 1.0 - x})
         return [p["x"] for p in s.ask(2, next_trial_id=4)]
 
-    assert max(proposals(())) <= 0.34
-    bounded = proposals((ConstraintInfo("f1", max=0.9),))
-    assert max(bounded) > 0.4 and all(x <= 0.9 for x in bounded)
+    assert max(proposals()) > 0.34
+    for bounded in (proposals(ref=0.6), proposals(constraints=(ConstraintInfo("f1", max=0.6),))):
+        assert max(bounded) > 0.4 and all(x < 0.6 for x in bounded)
 
 
 def test_bo_with_only_cheap_objectives_needs_no_gp(monkeypatch):
@@ -326,7 +330,7 @@ def test_told_noise_reaches_the_model():
         s.tell(tid, p, v, noise={"f2": 0.01, "unknown": 3.0, "f1": float("nan")})
     assert s.history[0].noise == {"f2": 0.01}
     assert len(s.ask(2, next_trial_id=12)) == 2 and s.last_fallback is None
-    assert s._fit[1].noise is not None  # a FixedNoise likelihood with the told variances
+    assert s._fit[1].known is not None  # the told variances reach the GPs
 
 
 def test_sample_noise_is_the_variance_of_the_mean():
@@ -337,7 +341,7 @@ def test_sample_noise_is_the_variance_of_the_mean():
     assert sample_noise(samples[:1]) is None
 
 
-@pytest.mark.parametrize("rule", ["believer", "penalise", "usemo"])
+@pytest.mark.parametrize("rule", ["joint", "believer", "penalise", "usemo"])
 def test_every_batch_rule_gives_distinct_model_based_points(rule):
     problem, evaluate = zdt1_problem(4)
     s = BOStrategy(problem, seed=3, initial=6, batch=4, options={**FAST, "batch_rule": rule})
@@ -393,4 +397,119 @@ def test_noise_told_only_for_later_trials_still_reaches_the_model():
     for tid, p, v in history(problem, evaluate, 30):
         s.tell(tid, p, v, noise={"f2": 0.01} if tid >= 28 else None)  # the refit point is 27
     assert len(s.ask(1, next_trial_id=30)) == 1 and s.last_fallback is None
-    assert s._fit[1].noise is not None
+    assert s._fit[1].known is not None
+
+
+# -- the GPs as tensors, and the noisy expected hypervolume improvement ----------------------------------
+def test_tensor_posterior_and_marginal_likelihood_equal_gpytorchs():
+    import torch
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from nago_spec.strategies import gp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((25, 3))
+    Y = np.column_stack([np.sin(4 * X[:, 0]) + X[:, 1], X[:, 2] ** 2]) + 0.01 * rng.standard_normal((25, 2))
+    for noise in (None, rng.random(Y.shape) * 0.01):
+        s = gp.fit_gps(X, Y, noise=noise, seed=0)
+        Xt, ys, known = s.X, s.y, s.known  # the standardised data the GPs hold
+        model = gp.BatchGP(Xt.expand(2, -1, -1), ys, gp._likelihood(2, known)).double()
+        model.covar_module.base_kernel.lengthscale = s.hyper.lengthscale.reshape(2, 1, 3)
+        model.covar_module.outputscale = s.hyper.outputscale
+        model.mean_module.constant = s.hyper.constant.reshape(model.mean_module.constant.shape)
+        target = model.likelihood.second_noise_covar if known is not None else model.likelihood.noise_covar
+        target.noise = s.hyper.noise.reshape(2, 1)
+        model.train()
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        want = -mll(model(Xt.expand(2, -1, -1)), ys).detach()
+        np.testing.assert_allclose(gp.negative_mll(model).detach().numpy(), want.numpy(), atol=1e-10)
+        model.eval()
+        A = torch.as_tensor(rng.random((7, 3)))
+        with torch.no_grad():
+            post = model(A.expand(2, -1, -1))
+            mean, var, V = s.posterior(A)
+            cov = s.cross_covariance(A, V, A, V)
+        np.testing.assert_allclose(mean.numpy(), post.mean.numpy(), atol=1e-10)
+        np.testing.assert_allclose(var.numpy(), post.variance.numpy(), atol=1e-10)
+        np.testing.assert_allclose(cov.numpy(), post.covariance_matrix.numpy(), atol=1e-10)
+
+
+def _noisy_line(repeats: int = 5, seed: int = 0):
+    """f1 = x cheap, f2 = 1 - x + noise of sd 0.1, observed ``repeats`` times at x = 0.2, 0.4, 0.6, 0.8."""
+    space = SearchSpace((FloatParam("x", 0.0, 1.0),))
+    objs = (ObjectiveInfo("f1", "minimize", True), ObjectiveInfo("f2", "minimize", False))
+    problem = Problem(space, objs, cheap_fn=lambda p, tid: {"f1": p["x"]})
+    rng = np.random.default_rng(seed)
+    s = BOStrategy(problem, seed=0, initial=0, batch=1, options=FAST)
+    tid = 0
+    for x in (0.2, 0.4, 0.6, 0.8):
+        for _ in range(repeats):
+            s.tell(tid, {"x": x}, {"f1": x, "f2": 1.0 - x + 0.1 * rng.standard_normal()})
+            tid += 1
+    return s, tid
+
+
+def test_noisy_acquisition_gives_no_credit_for_the_noise_at_an_observed_point(monkeypatch):
+    """Where the latent value is well known (five noisy draws), a new draw can only repeat the noise: the
+    noisy EHVI there is near zero, while between the observed points it is not."""
+    s, tid = _noisy_line()
+    seen = {}
+    real = bo_module._NEHVI.value
+
+    def spy(self, U):
+        seen["acq"] = self
+        return real(self, U)
+
+    monkeypatch.setattr(bo_module._NEHVI, "value", spy)
+    s.ask(1, next_trial_id=tid)
+    v = real(seen["acq"], np.array([[0.4], [0.6], [0.5], [0.3]]))
+    assert max(v[:2]) < 0.05 * max(v[2:])
+
+
+def test_failures_keep_proposals_away_from_where_trials_fail():
+    """Trials fail where x0 > 0.6 (say, out of memory): after a few failures there, bo proposes elsewhere."""
+    problem, evaluate = zdt1_problem(3)
+    s = BOStrategy(problem, seed=4, initial=8, batch=2, options=FAST)
+    tid, proposed = 0, []
+    while tid < 24:
+        for p in s.ask(2, next_trial_id=tid):
+            s.tell(tid, p, None if p["x0"] > 0.6 else evaluate(p))
+            if tid >= 8:
+                proposed.append(p["x0"])
+            tid += 1
+    assert s.last_fallback is None
+    assert np.mean(np.array(proposed) > 0.6) <= 0.15
+
+
+def test_gradient_refinement_improves_the_chosen_point(monkeypatch):
+    """All objectives modelled and the space continuous: L-BFGS-B on the Monte-Carlo NEHVI ends at least as
+    high as the best candidate of the pool, and on a smooth problem strictly higher."""
+    problem, evaluate = zdt1_problem(3)
+    both = Problem(problem.space, (ObjectiveInfo("f1", "minimize", False), ObjectiveInfo("f2", "minimize", False)))
+    s = BOStrategy(both, seed=0, initial=4, options=FAST)
+    for t in history(both, evaluate, 12):
+        s.tell(*t)
+    gains = []
+    real = BOStrategy._gradient_refine
+
+    def spy(self, U0, floats, acq, **kw):
+        U = real(self, U0, floats, acq, **kw)
+        gains.append(float(acq.value(U).max() - acq.value(U0).max()))
+        return U
+
+    monkeypatch.setattr(BOStrategy, "_gradient_refine", spy)
+    s.ask(2, next_trial_id=12)
+    assert len(gains) == 2 and min(gains) >= 0 and max(gains) > 0
+
+
+def test_a_joint_batch_spreads_out():
+    """With pending and chosen points sampled jointly into the front, the four points of a batch differ."""
+    problem, evaluate = zdt1_problem(3)
+    both = Problem(problem.space, (ObjectiveInfo("f1", "minimize", False), ObjectiveInfo("f2", "minimize", False)))
+    s = BOStrategy(both, seed=1, initial=6, batch=4, options=FAST)
+    for t in history(both, evaluate, 10):
+        s.tell(*t)
+    U = both.space.to_unit_many(s.ask(4, next_trial_id=10))
+    dist = np.sqrt(((U[:, None] - U[None]) ** 2).sum(-1))[np.triu_indices(4, 1)]
+    assert dist.min() > 0.02
+
