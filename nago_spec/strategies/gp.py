@@ -4,13 +4,13 @@ All quantities share the training inputs, so their GPs live in one batched gpyto
 dimension = quantity) and all restarts of all quantities are optimised in one L-BFGS run: the
 Python overhead of gpytorch is paid once per step, not once per GP and restart.
 
-gpytorch fits the hyperparameters (marginal likelihood with BoTorch's priors). The fitted GPs are
-then held as plain tensors (``Surrogates``): the acquisition needs, thousands of times per proposal,
-posterior means and variances, cross-covariances with the observed points (the joint posterior a
-noisy expected hypervolume improvement samples), and gradients of both with respect to the inputs.
-Computed from one Cholesky factor with the same kernel formula, these cost a few matrix products,
-where gpytorch's prediction machinery costs milliseconds of Python per call; a test holds them equal
-to gpytorch's own posterior.
+The model is gpytorch's (``BatchGP``: its kernel, constraints and BoTorch's priors). Its fitted GPs
+are then held as plain tensors (``Surrogates``): the acquisition needs, thousands of times per
+proposal, posterior means and variances, cross-covariances with the observed points (the joint
+posterior a noisy expected hypervolume improvement samples), and gradients of both with respect to
+the inputs. Computed from one Cholesky factor with the same kernel formula, these cost a few matrix
+products (0.4 ms for 48 points, where gpytorch's prediction took about 6 ms); tests hold them, and the
+marginal likelihood the fit maximises (``negative_mll``), equal to gpytorch's own.
 """
 
 from __future__ import annotations
@@ -308,10 +308,11 @@ def negative_mll(model: BatchGP, priors: list | None = None) -> torch.Tensor:
     """The negative log marginal likelihood plus log prior, per datum, of each batch member (b) on its data.
 
     The value gpytorch's ExactMarginalLogLikelihood gives (a test holds them equal), computed from the
-    module's constrained parameters with one batched Cholesky factor: gpytorch's lazy-tensor
-    machinery costs 5 to 12 ms of Python per evaluation on these small problems, this a few tenths of
-    a millisecond, and a fit evaluates it some sixty times. ``priors`` is ``list(model.named_priors())``,
-    which a caller evaluating it many times collects once.
+    module's own constrained parameters and priors with one batched Cholesky factor instead of
+    gpytorch's lazy-tensor machinery: with its gradient, 1.2 to 1.8 times faster on 20 to 100
+    observations (measured on a loaded 2-core machine), and a fit evaluates it some sixty times per
+    refit. ``priors`` is ``list(model.named_priors())``, which a caller evaluating it many times
+    collects once.
     """
     X, y = model.train_inputs[0], model.train_targets  # b x N x d', b x N
     kernel = model.covar_module
