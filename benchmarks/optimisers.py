@@ -553,14 +553,14 @@ def run_benchmark(
     batches: Sequence[int] = (1,), jobs: int = 1, threads: int = 1, fraction: float = 1.0,
     log: Callable[[str], None] = lambda s: None, done: Mapping[tuple[str, int, str, int, int], Any] | None = None,
     record: Callable[[tuple[str, int, str, int, int], Any], None] = lambda key, out: None,
-    method_seeds: Mapping[str, int] | None = None,
+    method_seeds: Mapping[str, int] | None = None, read_only: bool = False,
 ) -> list[ProblemResult]:
     """Every method on every problem at every batch size and seeds 0 .. seeds-1; ``jobs`` runs at a time.
 
     ``done`` maps (problem, batch, method, seed, budget) to the (hv, seconds, points) of runs finished
     earlier, which are read back instead of run; ``record`` is told each run as it finishes.
     ``method_seeds`` caps the seeds of some methods (the slowest reference), where finished runs of
-    more seeds are still read back.
+    more seeds are still read back. ``read_only`` runs nothing: the tables show the finished runs.
     """
     done = dict(done or {})
     reasons = {m: unavailable(m) for m in methods}
@@ -589,7 +589,8 @@ def run_benchmark(
                              if seed < cap or (name, batch, method, seed, res.budget) in done]
     torch.set_num_threads(threads)
     key = lambda res, m, s: (res.bench.name, res.batch, m, s, res.budget)  # noqa: E731
-    todo = [(res, m, s) for res, m, s in work if key(res, m, s) not in done]
+    todo = [] if read_only else [(res, m, s) for res, m, s in work if key(res, m, s) not in done]
+    work = [(res, m, s) for res, m, s in work if key(res, m, s) in done or not read_only]
     if jobs <= 1:
         fresh = (_safe(run_one, res.bench.name, m, s, res.budget, initial, res.batch) for res, m, s in todo)
     else:
@@ -625,6 +626,8 @@ def run_benchmark(
             if mres.skipped:
                 mres.hv.clear()
                 mres.seconds.clear()
+            elif not mres.hv:
+                mres.skipped = "not run yet"
     return results
 
 
@@ -851,6 +854,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--method-seeds", type=_method_seeds, default={},
                     help="fewer seeds for some methods, e.g. botorch=3 (finished runs of more are still read back)")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: print the tables of the runs --runs holds (seeds up to --seeds)")
     ap.add_argument("--runs", type=Path, default=None,
                     help="a JSON-lines file of finished runs: read back instead of rerun, and appended to as "
                          "runs finish (so a long run can be resumed, or methods added later)")
@@ -873,14 +878,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_benchmark(args.problems, args.methods, args.seeds, args.evals, args.initial, args.batches,
                             args.jobs, args.threads, 0.4 if args.quick else 1.0,
                             log=lambda s: print(s, file=sys.stderr, flush=True), done=done, record=record,
-                            method_seeds=args.method_seeds)
+                            method_seeds=args.method_seeds, read_only=args.report)
     for res in results:
         for line in table(res):
             print(line)
     for line in summary(results):
         print(line)
     batch4 = None
-    if "bo" in args.methods and args.batch4_at > 0:
+    if "bo" in args.methods and args.batch4_at > 0 and not args.report:
         reason = unavailable("bo")
         if reason:
             print(f"bo batch-4 proposal: {reason}")
