@@ -89,6 +89,22 @@ def test_every_method_starts_from_our_sobol_design():
     assert ours == task.problem.space.from_unit_many(task.initial_design())
 
 
+def test_bo_ref_gives_bo_the_scoring_reference_point(monkeypatch):
+    from nago_spec.strategies.bo import BOStrategy
+
+    seen = []
+    init = BOStrategy.__init__
+
+    def spy(self, problem, **kw):
+        seen.append([o.ref for o in problem.objectives])
+        init(self, problem, **kw)
+
+    monkeypatch.setattr(BOStrategy, "__init__", spy)
+    task = bench.Task.load(bench.PROBLEMS["kursawe"], seed=0, budget=3, initial=3)
+    assert len(bench.run_ours("bo_ref", task)) == len(bench.run_ours("bo", task)) == 3
+    assert seen == [[-14.0, 1.2], [None, None]]
+
+
 def test_main_prints_a_table_per_problem_and_batch_and_reads_finished_runs_back(capsys, tmp_path):
     names = "zdt1,nasbench_macro"
     runs = tmp_path / "runs.jsonl"
