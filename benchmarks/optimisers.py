@@ -679,7 +679,9 @@ def _versions() -> str:
 def header(args: argparse.Namespace) -> list[str]:
     lines = [
         "# Multi-objective optimisers: hypervolume and wall time (benchmarks/optimisers.py)",
-        f"cores {os.cpu_count()}, {args.threads} torch thread(s) per run, {args.jobs} run(s) at a time; {_versions()}",
+        (f"runs read back from {args.runs} (the file records no machine, --jobs or versions); here: {_versions()}"
+         if args.report
+         else f"cores {os.cpu_count()}, {args.threads} torch thread(s) per run, {args.jobs} run(s) at a time; {_versions()}"),
         (f"seeds {args.seeds} (0..{args.seeds - 1}), initial design {args.initial} Sobol points, batches "
          f"{', '.join(map(str, args.batches))}, evaluations "
          f"{'per problem' if args.evals is None else args.evals}{' (30 % of each budget: --quick)' if args.quick else ''}"),
