@@ -206,6 +206,23 @@ def test_given_reference_is_the_users_ref_else_the_tightest_bound_on_the_bad_sid
     assert got[3:].tolist() == [-0.2, 3.0]  # a given ref wins over a bound (minimisation form)
 
 
+def test_a_given_reference_counts_once_an_observation_is_inside_it():
+    """A ref that nothing observed reaches would give every candidate zero credit (bo proposed blindly and
+    ended a ZDT2 run with no point inside (1.1, 1.1)): the frame infers credit until something is inside."""
+    objs = (ObjectiveInfo("f1", "minimize", False, ref=1.1), ObjectiveInfo("f2", "minimize", False, ref=1.1))
+    F = np.array([[0.1, 4.0], [0.5, 3.0], [0.9, 2.5], [0.8, 6.0]])
+    outside = bo_module._Frame.of(F, np.zeros(4), objs, ())
+    inferred = bo_module._Frame.of(F, np.zeros(4), tuple(ObjectiveInfo(o.name, "minimize", False) for o in objs), ())
+    assert outside.ref.tolist() == inferred.ref.tolist() and outside.phantoms is not None
+    F_in = np.vstack([F, [0.95, 1.0]])
+    inside = bo_module._Frame.of(F_in, np.zeros(5), objs, ())
+    assert inside.ref * inside.span + inside.ideal == pytest.approx([1.1, 1.1])
+    assert inside.phantoms is None
+    # an infeasible observation inside the box does not count
+    unreached = bo_module._Frame.of(F_in, np.array([0, 0, 0, 0, 1.0]), objs, ())
+    assert unreached.ref * unreached.span + unreached.ideal == pytest.approx(outside.ref * outside.span + outside.ideal)
+
+
 def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_one():
     """f1 = x cheap, f2 = 1 - x modelled, seen only for x <= 0.3: the front is tiny. Without any bound or
     ref, bo still proposes past the front's own range (the front must be able to grow); a user's

@@ -125,7 +125,9 @@ class BOStrategy(Strategy):
     - **Reference point.** Per objective, the user's ``ref`` where given, else the worst value a
       constraint accepts, else inferred from the data (``_reference_points``): full credit below an
       inner point at the observed front's nadir, and credit up to an outer one for points that extend
-      the front, as far as the model's median expects them to (``_clamp_extension``).
+      the front, as far as the model's median expects them to (``_clamp_extension``). A given point
+      counts once some feasible observation is better than it in every objective it bounds; until
+      then the credit is inferred, so a search that starts far from the box still finds its way in.
     - **Pending and batch points** (``batch_rule = "joint"``) join the front through their joint
       posterior samples (qNEHVI's treatment of pending points), so a batch spreads out.
     - **Optimised** over a pool of candidates: Sobol points and Gaussian perturbations of the front's
@@ -653,6 +655,11 @@ class _Frame:
                         np.where(worst > ideal, worst - ideal, np.maximum(np.abs(worst), 1.0)))
         near, far = _reference_points(front, observed, predicted)
         given = _given_reference(objectives, constraints)
+        known = np.isfinite(given)
+        if known.any() and not (observed[:, known] < given[known]).all(axis=1).any():
+            # nothing observed is inside the given box yet: every candidate would gain nothing, and bo could
+            # only explore blindly (ZDT2's f2 starts far above 1.1); credit is inferred until one is
+            given = np.full_like(given, np.nan)
         near = np.where(np.isfinite(given), given, near)
         far = np.maximum(np.where(np.isfinite(given), given, far), near)
         m = len(ideal)
