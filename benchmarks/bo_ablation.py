@@ -7,6 +7,8 @@ Each variant is the shipped ``bo`` with one change, applied by patching the modu
   credit beyond it (the rule before issue 18, and BoTorch's ``infer_reference_point``).
 - ``worst-ref``: the reference point at the worst observed value plus a tenth of its distance to the
   best (Optuna's GPSampler), no credit for extension beyond it.
+- ``range-ref``: extension credit out to the front's nadir plus its range (at most the worst observed
+  value), not the worst value observed or predicted.
 - ``exact-front``: the observed values taken as an exact front and each candidate sampled alone (plain
   Monte-Carlo EHVI, as before issue 18), so noise in the front is rewarded.
 - ``tail-credit``: samples beyond the best observed value credited in full (no clamp at the median).
@@ -60,6 +62,20 @@ def _worst_ref(bo: object) -> None:
     bo._reference_points = points
 
 
+def _range_ref(bo: object) -> None:
+    def points(front: np.ndarray, observed: np.ndarray, predicted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        ideal, nadir = front.min(axis=0), front.max(axis=0)
+        worst = observed.max(axis=0)
+        if predicted is not None and len(predicted):
+            worst = np.maximum(worst, predicted.max(axis=0))
+        span = np.where(nadir > ideal, nadir - ideal, np.maximum(worst - ideal, 0.0))
+        near = nadir + 0.1 * (nadir - ideal)
+        far = np.minimum(worst + 0.1 * np.maximum(worst - ideal, 0.0), nadir + span)
+        return near, np.maximum(far, near)
+
+    bo._reference_points = points
+
+
 def _observed_near(bo: object) -> None:
     real = bo._reference_points
 
@@ -108,7 +124,7 @@ def _no_gradient(bo: object) -> None:
 
 
 PATCHES: dict[str, Callable[[object], None] | None] = {
-    "bo": None, "front-ref": _front_ref, "worst-ref": _worst_ref, "observed-near": _observed_near, "exact-front": _exact_front,
+    "bo": None, "front-ref": _front_ref, "worst-ref": _worst_ref, "range-ref": _range_ref, "observed-near": _observed_near, "exact-front": _exact_front,
     "tail-credit": _tail_credit, "lcb-pool": _lcb_pool, "no-cheap-inputs": _no_cheap_inputs,
     "no-gradient": _no_gradient, "initial-20": None,
 }
