@@ -124,9 +124,9 @@ def _no_gradient(bo: object) -> None:
 
 
 PATCHES: dict[str, Callable[[object], None] | None] = {
-    "bo": None, "front-ref": _front_ref, "worst-ref": _worst_ref, "range-ref": _range_ref, "observed-near": _observed_near, "exact-front": _exact_front,
-    "tail-credit": _tail_credit, "lcb-pool": _lcb_pool, "no-cheap-inputs": _no_cheap_inputs,
-    "no-gradient": _no_gradient, "initial-20": None,
+    "bo": None, "front-ref": _front_ref, "worst-ref": _worst_ref, "range-ref": _range_ref,
+    "observed-near": _observed_near, "exact-front": _exact_front, "tail-credit": _tail_credit,
+    "lcb-pool": _lcb_pool, "no-cheap-inputs": _no_cheap_inputs, "no-gradient": _no_gradient, "initial-20": None,
 }
 
 
