@@ -44,22 +44,24 @@ from nago_spec.pareto import hypervolume  # noqa: E402
 PROBLEMS = ("zdt3", "zdt1_noisy", "kursawe", "dtlz2", "c2dtlz2", "nasbench_macro", "nb201")
 
 
-def _front_ref(bo: object) -> None:
-    def points(front: np.ndarray, observed: np.ndarray, predicted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        ideal, nadir = front.min(axis=0), front.max(axis=0)
-        ref = nadir + 0.1 * (nadir - ideal)
-        return ref, ref
+def _one_reference(rule: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[object], None]:
+    """A patch putting the inner and the outer reference point both at ``rule(front, observed)``: no credit
+    for extending the front beyond it."""
 
-    bo._reference_points = points
+    def patch(bo: object) -> None:
+        def points(front: np.ndarray, observed: np.ndarray, predicted: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+            ref = rule(front, observed)
+            return ref, ref
+
+        bo._reference_points = points
+
+    return patch
 
 
-def _worst_ref(bo: object) -> None:
-    def points(front: np.ndarray, observed: np.ndarray, predicted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        ideal, worst = front.min(axis=0), observed.max(axis=0)
-        ref = worst + 0.1 * (worst - ideal)
-        return ref, ref
-
-    bo._reference_points = points
+_front_ref = _one_reference(lambda front, observed: front.max(axis=0) + 0.1 * np.ptp(front, axis=0))
+_worst_ref = _one_reference(lambda front, observed: observed.max(axis=0)
+                            + 0.1 * (observed.max(axis=0) - front.min(axis=0)))
 
 
 def _range_ref(bo: object) -> None:
