@@ -221,6 +221,8 @@ def test_a_given_reference_counts_once_an_observation_is_inside_it():
     # an infeasible observation inside the box does not count
     unreached = bo_module._Frame.of(F_in, np.array([0, 0, 0, 0, 1.0]), objs, ())
     assert unreached.ref * unreached.span + unreached.ideal == pytest.approx(outside.ref * outside.span + outside.ideal)
+    # nor does anything when no observation is feasible
+    assert bo_module._Frame.of(F_in, np.ones(5), objs, ()).phantoms is not None
 
 
 def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_one():

@@ -656,7 +656,7 @@ class _Frame:
         near, far = _reference_points(front, observed, predicted)
         given = _given_reference(objectives, constraints)
         known = np.isfinite(given)
-        if known.any() and not (observed[:, known] < given[known]).all(axis=1).any():
+        if known.any() and not (F[feasible][:, known] < given[known]).all(axis=1).any():
             # nothing observed is inside the given box yet: every candidate would gain nothing, and bo could
             # only explore blindly (ZDT2's f2 starts far above 1.1); credit is inferred until one is
             given = np.full_like(given, np.nan)
