@@ -141,7 +141,7 @@ class SearchSpace:
     @property
     def n_features(self) -> int:
         """d', the number of columns of ``features``."""
-        return sum(len(p.choices) if isinstance(p, CategoricalParam) else 1 for p in self.params)
+        return int(sum(self._feature_widths()))
 
     def to_unit(self, values: Mapping[str, Any]) -> np.ndarray:
         """The unit point (d,) of a parameter mapping; raises KeyError for a missing name."""
@@ -189,6 +189,14 @@ class SearchSpace:
             else:
                 cols.append(U[:, j : j + 1])
         return np.hstack(cols)
+
+    def feature_columns(self) -> np.ndarray:
+        """For each parameter, the index of its first column in ``features``."""
+        return np.concatenate([[0], np.cumsum(self._feature_widths())[:-1]]).astype(int)
+
+    def _feature_widths(self) -> list[int]:
+        """Columns of each parameter in ``features``: one per choice of a categorical, else one."""
+        return [len(p.choices) if isinstance(p, CategoricalParam) else 1 for p in self.params]
 
     def sobol(self, n: int, seed: int, skip: int = 0) -> np.ndarray:
         """Points ``skip .. skip+n-1`` (n x d) of the scrambled Sobol sequence seeded by ``seed``.

@@ -1438,9 +1438,11 @@ def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Cons
             ok = False
         if ok and all(k in v for k in ("min", "max") if k in entry):
             out.append(ConstraintSpec(v["objective"], lo, hi, v.get("callable"), v.get("cheap", False)))
-    resolved = {c.objective: c.callable for c in out if c.callable}
-    return tuple(c if c.callable or c.objective not in resolved else
-                 dataclasses.replace(c, callable=resolved[c.objective]) for c in out)
+    # a bound on a quantity another constraint's callable measures: the same callable and cost
+    measuring = {c.objective: c for c in out if c.callable}
+    return tuple(c if c.callable or c.objective not in measuring else
+                 dataclasses.replace(c, callable=measuring[c.objective].callable, cheap=measuring[c.objective].cheap)
+                 for c in out)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +9,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    name = "_bench_ablation"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "bo_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ablation = _load()
+ablation = load_benchmark("bo_ablation")
 FRONT = np.array([[0.0, 1.0], [0.5, 0.4], [1.0, 0.0]])
 OBSERVED = np.vstack([FRONT, [[3.0, 2.0]]])
 

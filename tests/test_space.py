@@ -82,6 +82,7 @@ def test_features_one_hot_categoricals_and_snap_ints():
     nodes = SPACE.params[2]
     assert np.allclose(X[:, 2], [nodes.to_unit(nodes.from_unit(u)) for u in U[:, 2]])
     assert np.allclose(X[:, 4:7].sum(axis=1), 1.0) and np.allclose(X[:, 7:9].sum(axis=1), 1.0)
+    assert SPACE.feature_columns().tolist() == [0, 1, 2, 3, 4, 7]  # where each parameter's columns begin
     # two unit points that decode to the same parameters have the same features
     V = SPACE.snap(U)
     assert SPACE.from_unit_many(V) == SPACE.from_unit_many(U)

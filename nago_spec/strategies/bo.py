@@ -392,7 +392,7 @@ class BOStrategy(Strategy):
         space = self.problem.space
         k = len(U0)
         base = torch.as_tensor(space.features(U0), dtype=torch.float64)  # k x d'
-        cols = torch.as_tensor(_feature_columns(space)[floats], dtype=torch.long)
+        cols = torch.as_tensor(space.feature_columns()[floats], dtype=torch.long)
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
             xt = torch.as_tensor(x.reshape(k, -1), dtype=torch.float64).requires_grad_(True)
@@ -768,7 +768,6 @@ class _NEHVI:
         self.sign = torch.as_tensor(bo._sign, dtype=torch.float64)
         self.ideal = torch.as_tensor(frame.ideal, dtype=torch.float64)
         self.span = torch.as_tensor(frame.span, dtype=torch.float64)
-        self.ref = torch.as_tensor(frame.ref, dtype=torch.float64)
         self.S, b = Z.shape[0], len(base_u)
         self.Zb, self.zc = Z[:, :b], Z[:, b]
         self.Bf = torch.as_tensor(bo._inputs(base_u, base_cheap), dtype=torch.float64)
@@ -859,10 +858,8 @@ class _NEHVI:
         v = (self.region.improvement(F) * feas * valid).mean(-1)
         if self.success is not None:
             v = v * self.success(A[:, : self.n_space_features])
-        if self.P is not None:
-            corr = matern52(A, self.P, self.sur.hyper.lengthscale) if self.sur is not None else None
-            if corr is not None:
-                v = v * (1.0 - corr.max(0).values).prod(-1)
+        if self.P is not None and self.sur is not None:  # local penalisation: 1 - correlation with each point
+            v = v * (1.0 - matern52(A, self.P, self.sur.hyper.lengthscale).max(0).values).prod(-1)
         return v
 
     def value(self, U: np.ndarray) -> np.ndarray:
@@ -960,15 +957,6 @@ def _normal_draws(S: int, d: int, rng: np.random.Generator) -> torch.Tensor:
         warnings.simplefilter("ignore", UserWarning)  # balance wants a power of two; S may not be one
         u = qmc.Sobol(d, scramble=True, seed=rng).random(S)
     return torch.as_tensor(ndtri(np.clip(u, 1e-10, 1.0 - 1e-10)), dtype=torch.float64)
-
-
-def _feature_columns(space: Any) -> np.ndarray:
-    """For each parameter, the index of its first column in ``space.features`` (floats have one column)."""
-    cols, at = [], 0
-    for p in space.params:
-        cols.append(at)
-        at += len(p.choices) if hasattr(p, "choices") else 1
-    return np.array(cols)
 
 
 def _u_key(u: np.ndarray) -> int:

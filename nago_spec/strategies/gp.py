@@ -216,15 +216,14 @@ def fit_gps(
     seed: int,
     restarts: int = 3,
     iters: int = 60,
-    start: Hyper | None = None,
 ) -> Surrogates:
     """Fit one GP per column of ``Y`` (N x m) on features ``X`` (N x d') by maximising the marginal likelihood.
 
     ``noise`` (N x m) holds known observation variances (the spread of several samples of a point);
     NaN or None means unknown. Outputs are standardised per column. All ``restarts`` of all columns
-    run as one batched L-BFGS; restart 0 starts at ``start`` (an earlier fit's hyperparameters, a warm
-    start) or else the prior modes, the others at seeded random points. For each column the restart
-    with the lowest loss is kept. Raises when every restart of a column fails.
+    run as one batched L-BFGS; restart 0 starts at the prior modes, the others at seeded random
+    points. For each column the restart with the lowest loss is kept. Raises when every restart of
+    a column fails.
     """
     Xt, ys, y_mean, y_std, nm = _prepare(X, Y, noise)
     m, N = ys.shape
@@ -234,15 +233,15 @@ def fit_gps(
     yt = ys.repeat(R, 1)  # (R*m) x N, restart-major
     nt = None if nm is None else nm.repeat(R, 1)
     model = BatchGP(Xt.expand(R * m, -1, -1), yt, _likelihood(R * m, nt)).double()
-    _initialise(model, R, m, np.random.default_rng(seed), start)
+    _initialise(model, R, m, np.random.default_rng(seed))
     try:
         losses = _optimise(model, iters).reshape(R, m)
     except FIT_ERRORS as exc:
         if R == 1:
             raise
-        # one diverging restart poisons the summed loss of all: start over from the first start alone
-        log.debug("batched GP fit failed (%s); refitting from the first start only", exc)
-        return fit_gps(X, Y, noise=noise, seed=seed, restarts=1, iters=iters, start=start)
+        # one diverging restart poisons the summed loss of all: start over from the prior modes alone
+        log.debug("batched GP fit failed (%s); refitting from the prior modes only", exc)
+        return fit_gps(X, Y, noise=noise, seed=seed, restarts=1, iters=iters)
     best = np.full(m, -1)
     for q in range(m):
         finite = np.flatnonzero(np.isfinite(losses[:, q]))
@@ -279,26 +278,20 @@ def _prepare(X: np.ndarray, Y: np.ndarray, noise: np.ndarray | None) -> tuple[
     return torch.as_tensor(np.asarray(X), dtype=torch.float64), ys, y_mean, y_std, nt
 
 
-def _initialise(model: BatchGP, restarts: int, m: int, rng: np.random.Generator, start: Hyper | None) -> None:
-    """Restart 0 of every output at ``start`` or the prior modes; the others log-uniformly around the modes."""
+def _initialise(model: BatchGP, restarts: int, m: int, rng: np.random.Generator) -> None:
+    """Restart 0 of every output at the prior modes; the others log-uniformly around them."""
     kernel = model.covar_module.base_kernel
     d = kernel.ard_num_dims
     prior = kernel.lengthscale_prior
     mode = math.exp(float(prior.loc) - float(prior.scale) ** 2)
     b = restarts * m
     ls = np.full((b, d), mode)
-    scale, noise, const = np.ones(b), np.full(b, 1e-2), np.zeros(b)
-    if start is not None and start.lengthscale.shape == (m, d):
-        ls[:m] = start.lengthscale.numpy()
-        scale[:m] = start.outputscale.numpy()
-        noise[:m] = start.noise.numpy()
-        const[:m] = start.constant.numpy()
+    scale, noise = np.ones(b), np.full(b, 1e-2)
     ls[m:] = mode * np.exp(rng.uniform(-1.0, 2.0, (b - m, d)))
     scale[m:] = np.exp(rng.uniform(-1.0, 1.0, b - m))
     noise[m:] = 10 ** rng.uniform(-4.0, -1.0, b - m)
     kernel.lengthscale = torch.as_tensor(np.maximum(ls, 0.03), dtype=torch.float64).reshape(b, 1, d)
-    model.covar_module.outputscale = torch.as_tensor(np.maximum(scale, 2e-4), dtype=torch.float64)
-    model.mean_module.constant = torch.as_tensor(const, dtype=torch.float64).reshape(model.mean_module.constant.shape)
+    model.covar_module.outputscale = torch.as_tensor(scale, dtype=torch.float64)
     lik = model.likelihood
     target = lik.second_noise_covar if isinstance(lik, FixedNoiseGaussianLikelihood) else lik.noise_covar
     target.noise = torch.as_tensor(np.maximum(noise, 1.1 * MIN_NOISE), dtype=torch.float64).reshape(b, 1)
