@@ -161,13 +161,13 @@ def train_fraction(data: Dataset, fraction: float, seed: int) -> Dataset:
         raise DataError(f"{data.name}: `0 < fraction <= 1` must hold, but got fraction={fraction}")
     if fraction == 1.0:
         return data
-    y = data.y_train.numpy()
+    y = data.y_train.cpu().numpy()
     rng = np.random.default_rng(seed)
     keep = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         keep.append(idx[: math.ceil(round(fraction * len(idx), 9))])
-    order = torch.from_numpy(np.sort(np.concatenate(keep)))
+    order = torch.from_numpy(np.sort(np.concatenate(keep))).to(data.x_train.device)
     return dataclasses.replace(data, x_train=data.x_train[order], y_train=data.y_train[order])
 
 

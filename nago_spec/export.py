@@ -38,11 +38,12 @@ def export_onnx(
     """Write ``model`` (input float32 [batch x C x H x W] raw pixels in [0, 255]) to ``path``.
 
     The batch axis is dynamic; ``metadata`` lands in the model's metadata_props. The file must pass
-    ``onnx.checker.check_model(full_check=True)``.
+    ``onnx.checker.check_model(full_check=True)``. A model on an accelerator is exported from a CPU
+    copy, as it is deployed; ``model`` itself stays where it is.
     """
     import onnx
 
-    model = model.eval()
+    model = on_cpu(model).eval()
     example = torch.zeros(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
@@ -71,6 +72,13 @@ def export_onnx(
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path}: onnx.checker rejected the model: {exc}") from exc
+
+
+def on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` if it is on the CPU, else a CPU copy of it."""
+    if all(t.device.type == "cpu" for t in (*model.parameters(), *model.buffers())):
+        return model
+    return copy.deepcopy(model).cpu()
 
 
 @contextlib.contextmanager
@@ -104,8 +112,8 @@ def check_parity(path: Path, model: torch.nn.Module, x: torch.Tensor) -> dict[st
     own error. Returns ``{"max_abs_diff": ..., "float64_torch": ..., "float64_onnxruntime": ...}``
     (the float64 figures None when not needed).
     """
-    x = x.float()
-    model = model.eval()
+    x = x.cpu().float()
+    model = on_cpu(model).eval()
     with torch.inference_mode():
         expected = model(x).numpy()
     got = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
@@ -141,7 +149,7 @@ def latency_ms(
     session = onnx_session(path)
     x = torch.randint(0, 256, (batch, *input_shape), generator=torch.Generator().manual_seed(0)).float()
     feed = {INPUT_NAME: x.numpy()}
-    model = model.eval()
+    model = on_cpu(model).eval()
     times: dict[str, list[float]] = {"onnxruntime": [], "torch": []}
     with torch.inference_mode():
         for _ in range(3):

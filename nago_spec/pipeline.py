@@ -153,8 +153,9 @@ def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape:
     )
 
 
-def fit(model: Any, data: Any, t: TrainSpec, seed: int) -> Any:
-    """Train ``model`` in place as ``t`` says (nago_spec.train.train) and return its TrainResult.
+def fit(model: Any, data: Any, t: TrainSpec, seed: int, device: str = "cpu") -> Any:
+    """Train ``model`` in place on ``device`` as ``t`` says (nago_spec.train.train) and return its
+    TrainResult; the model stays on ``device``.
 
     Cutout fills with the training split's mean pixel, which the model's normalisation maps to 0.
     """
@@ -177,6 +178,9 @@ def fit(model: Any, data: Any, t: TrainSpec, seed: int) -> Any:
         augment=augment if augment else None,
         channels_last=t.channels_last,
         max_seconds=t.max_seconds,
+        device=device,
+        precision=t.precision,
+        deterministic=t.deterministic,
     )
 
 
@@ -246,9 +250,10 @@ class Evaluator:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(
         self, params: Mapping[str, Any], trial_id: int, data: Any, *, budget: float | None = None,
-        config: int | None = None,
+        config: int | None = None, device: str = "cpu",
     ) -> tuple[dict[str, float], list[dict]]:
-        """Values of every objective (mean over the sampled architectures) and one record per sample.
+        """Values of every objective (mean over the sampled architectures) and one record per sample,
+        the networks trained on ``device`` (``data`` is moved there once, if it is not there yet).
 
         Multi-fidelity runs pass ``budget`` (epochs, or the fraction of the training split, as
         ``[search.fidelity].on`` says) and ``config``, the trial that first proposed ``params``:
@@ -280,13 +285,17 @@ class Evaluator:
             from nago_spec.data import train_fraction
 
             data = train_fraction(data, budget, self.spec.seed)
+        if device != "cpu":
+            from nago_spec.train import on_device
+
+            data = on_device(data, device)
         samples = []
         for s in range(t.samples_per_point):
             seed = sample_seed(self.spec.seed, trial_id, s)
             start = time.perf_counter()
             arch = sample_architecture(self.spec, params, seed, shape)
             model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
-            result = fit(model, data, t, seed)
+            result = fit(model, data, t, seed, device)
             ctx = EvalContext(
                 params=dict(params), seed=seed, architecture=arch, model=model, data=data,
                 train_result=result, run_dir=self.run_dir,
@@ -303,6 +312,8 @@ class Evaluator:
                         "images": len(data.y_train),
                         "seconds": result.seconds,
                         "images_per_second": result.images_per_second,
+                        "device": result.device,
+                        "precision": result.precision,
                     },
                     "seconds": time.perf_counter() - start,
                 }

@@ -96,7 +96,8 @@ def trial_rows(
     trials: Sequence[TrialRecord], param_names: Sequence[str], objective_names: Sequence[str],
     constraints: Sequence[ConstraintInfo],
 ) -> list[dict[str, Any]]:
-    """One row a trial: trial, state, parameters, objectives, feasibility, seconds, error."""
+    """One row a trial: trial, state, parameters, objectives, feasibility, seconds, where it ran (host
+    and device), error."""
     rows = []
     for t in trials:
         row: dict[str, Any] = {"trial": t.id, "state": t.state.value}
@@ -108,6 +109,7 @@ def trial_rows(
         if constraints:
             row["feasible"] = "" if not values else violation(values, constraints) <= 0
         row["seconds"] = "" if t.seconds is None else round(t.seconds, 2)
+        row["host"], row["device"] = t.host or "", t.device or ""
         row["fail_reason"] = (t.error or "").splitlines()[0] if t.error else ""
         rows.append(row)
     return rows
@@ -248,7 +250,7 @@ def write_report(
             *param_names, *onames, *extra]
     if constraints:
         cols.append("feasible")
-    cols += ["seconds", "fail_reason"]
+    cols += ["seconds", "host", "device", "fail_reason"]
     rows = trial_rows(every, param_names, onames + extra, constraints)
     write_csv(run_dir / "trials.csv", rows, cols)
     fr = front(trials, objectives, constraints)

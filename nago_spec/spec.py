@@ -22,6 +22,7 @@ from nago_spec.callables import (
     split_ref,
 )
 from nago_spec.errors import SpecError
+from nago_spec.device import DEVICE_KINDS, PRECISIONS
 from nago_spec.generator import CONV_OP_NAMES, CONV_TYPES, MERGE_NAMES, OP_NAMES
 from nago_spec.graphs import GRAPH_MODELS, GraphParam
 from nago_spec.objectives import OBJECTIVES
@@ -214,7 +215,9 @@ class TrainSpec:
     then follows a cosine to 0. Augmentation of the training batches: ``crop_padding`` (random crop
     of the zero-padded image), ``flip`` (horizontal, where the data allow it), ``cutout`` (side of a
     square set to the mean). ``channels_last``: true, false or "auto" (where it pays).
-    ``max_seconds`` caps each architecture's training time.
+    ``max_seconds`` caps each architecture's training time. ``precision``: "auto" (bf16 autocast on a
+    GPU that supports it, fp32 elsewhere), "fp32", "bf16" or "fp16" (a GPU's, with a gradient scaler).
+    ``deterministic``: bit-reproducible training on a GPU (deterministic kernels, no autotuning).
     """
 
     epochs: float = 2.0
@@ -232,6 +235,8 @@ class TrainSpec:
     channels_last: bool | str = "auto"
     samples_per_point: int = 1
     max_seconds: float | None = None
+    precision: str = "auto"
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -310,16 +315,20 @@ class RunSpec:
     ``trial_timeout``: seconds a trial may take before its worker is killed and the trial FAILED.
     ``max_retries``: how many times a trial whose worker died (killed, segfault, out of memory) is
     re-queued before it is FAILED. ``address``, ``num_cpus`` and ``num_gpus`` are Ray's: the cluster
-    to join (None starts a local Ray) and the resources each trial claims.
+    to join (None starts a local Ray) and the resources each trial claims (a fraction of a GPU packs
+    several small networks on one). ``device``: where networks train ("auto", "cpu", "cuda",
+    "cuda:N", "mps"; nago_spec.device); ``workers_per_device``: process-backend workers per GPU.
     """
 
     backend: str = "process"
-    workers: int | None = None  # None: the number of cores (Ray: the cluster's CPUs / num_cpus)
+    workers: int | None = None  # None: GPUs x workers_per_device on CUDA, else the cores (Ray: CPUs / num_cpus)
     trial_timeout: float | None = None
     max_retries: int = 1
     address: str | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    device: str = "auto"
+    workers_per_device: int = 1
 
 
 SELECT_NAMES = ("pareto", "top")
@@ -407,13 +416,27 @@ class Spec:
             **{k: v for k, v in given.items() if v is not None},
         )
 
-    def search_hash(self) -> str:
-        """sha256 of everything that changes the search (all but ``name``, ``run`` and ``export``)."""
+    def search_dict(self) -> dict[str, Any]:
+        """to_dict() less what does not change the search (``name``, ``run``, ``export``) and less the
+        [train] keys added since runs were first stored when they hold their defaults, so that a run
+        directory of an older version still resumes."""
         d = self.to_dict()
         for key in ("name", "run", "export"):
             d.pop(key)
+        for key, default in _LATER_TRAIN_DEFAULTS.items():
+            if d["train"].get(key) == default:
+                del d["train"][key]
+        return d
+
+    def search_hash(self) -> str:
+        """sha256 of everything that changes the search (search_dict())."""
+        d = self.search_dict()
         canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+#: [train] keys added after the first stored runs, with their defaults (Spec.search_dict).
+_LATER_TRAIN_DEFAULTS = {"precision": "auto", "deterministic": False}
 
 
 def _plain(value: Any) -> Any:
@@ -871,6 +894,8 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "address": _text,
         "num_cpus": _number(gt=0),
         "num_gpus": _number(ge=0),
+        "device": _device,
+        "workers_per_device": _integer(ge=1),
     })
     export = _simple(rep, "export", raw, ExportSpec, {
         "onnx": _boolean,
@@ -951,6 +976,8 @@ def _train(rep: _Report, table: dict[str, Any]) -> TrainSpec:
         "channels_last": _channels_last,
         "samples_per_point": _integer(ge=1),
         "max_seconds": _number(gt=0),
+        "precision": _choice("precision", PRECISIONS),
+        "deterministic": _boolean,
     }, section="train")
     optimizer = values.get("optimizer", TrainSpec.optimizer)
     if optimizer != "sgd":
@@ -964,6 +991,13 @@ def _train(rep: _Report, table: dict[str, Any]) -> TrainSpec:
         rep.add("[train].warmup_epochs", f"must be less than epochs = {epochs:g} (the warm-up is part of "
                 "training)", table["warmup_epochs"])
     return TrainSpec(**values)
+
+
+def _device(v: Any) -> str:
+    if isinstance(v, str) and (v in DEVICE_KINDS or re.fullmatch(r"cuda:\d+", v)):
+        return v
+    raise _Invalid('must be "auto" (a GPU when torch sees one, else the CPU), "cpu", "cuda" (every GPU), '
+                   '"cuda:N" or "mps"')
 
 
 def _channels_last(v: Any) -> bool | str:

@@ -16,9 +16,9 @@ from typing import Any
 
 from nago_spec.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Columns each schema version added to ``trials``; older stores are migrated on open.
-_ADDED_COLUMNS = {2: ("config INTEGER", "bracket INTEGER", "rung INTEGER", "budget REAL")}
+_ADDED_COLUMNS = {2: ("config INTEGER", "bracket INTEGER", "rung INTEGER", "budget REAL"), 3: ("device TEXT",)}
 
 
 class TrialState(str, Enum):
@@ -38,7 +38,7 @@ class TrialRecord:
     values: dict[str, float] | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    host: str | None = None
+    host: str | None = None  # where the last attempt ran: the worker's host once it finished
     created: float | None = None
     started: float | None = None
     finished: float | None = None
@@ -50,6 +50,8 @@ class TrialRecord:
     bracket: int | None = None
     rung: int | None = None
     budget: float | None = None
+    #: the device the last attempt trained on, as its worker reported it ("cpu", "cuda:<GPU id>", ...)
+    device: str | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -94,7 +96,8 @@ class Store:
                     config INTEGER,
                     bracket INTEGER,
                     rung INTEGER,
-                    budget REAL)"""
+                    budget REAL,
+                    device TEXT)"""
             )
             c.execute(
                 """CREATE TABLE IF NOT EXISTS finals (
@@ -188,22 +191,28 @@ class Store:
                 (TrialState.RUNNING.value, host, time.time(), trial_id),
             )
 
-    def complete(self, trial_id: int, values: Mapping[str, float], samples: list[dict[str, Any]]) -> None:
+    def complete(self, trial_id: int, values: Mapping[str, float], samples: list[dict[str, Any]],
+                 host: str | None = None, device: str | None = None) -> None:
+        """Record a finished trial; ``host`` and ``device``, where the worker really ran it, replace
+        the host mark_running recorded (None keeps it)."""
         for name, v in values.items():
             if not math.isfinite(v):
                 raise StoreError(f"trial {trial_id}: objective {name!r} is not finite ({v})")
         with self._tx() as c:
             c.execute(
-                'UPDATE trials SET state = ?, "values" = ?, samples = ?, error = NULL, finished = ?'
-                " WHERE id = ?",
-                (TrialState.COMPLETE.value, _dumps(dict(values)), _dumps(samples), time.time(), trial_id),
+                'UPDATE trials SET state = ?, "values" = ?, samples = ?, error = NULL, finished = ?,'
+                " host = COALESCE(?, host), device = COALESCE(?, device) WHERE id = ?",
+                (TrialState.COMPLETE.value, _dumps(dict(values)), _dumps(samples), time.time(), host, device,
+                 trial_id),
             )
 
-    def fail(self, trial_id: int, error: str) -> None:
+    def fail(self, trial_id: int, error: str, host: str | None = None, device: str | None = None) -> None:
+        """Record a failed trial (``host`` and ``device`` as for complete)."""
         with self._tx() as c:
             c.execute(
-                "UPDATE trials SET state = ?, error = ?, finished = ? WHERE id = ?",
-                (TrialState.FAILED.value, error, time.time(), trial_id),
+                "UPDATE trials SET state = ?, error = ?, finished = ?, host = COALESCE(?, host),"
+                " device = COALESCE(?, device) WHERE id = ?",
+                (TrialState.FAILED.value, error, time.time(), host, device, trial_id),
             )
 
     def requeue(self, trial_id: int, reason: str) -> None:
@@ -229,7 +238,7 @@ class Store:
         """Every trial (or those in ``state``), ordered by id."""
         sql = (
             'SELECT id, state, params, "values", samples, error, host, created, started, finished, attempts,'
-            " config, bracket, rung, budget FROM trials"
+            " config, bracket, rung, budget, device FROM trials"
         )
         args: tuple[Any, ...] = ()
         if state is not None:
@@ -253,6 +262,7 @@ class Store:
                 bracket=r[12],
                 rung=r[13],
                 budget=r[14],
+                device=r[15],
             )
             for r in rows
         ]

@@ -21,8 +21,12 @@ benchmarks/bench_train.py at one thread, every format explicit:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nago_spec.data import Dataset
+from nago_spec.device import resolve_precision
 from nago_spec.errors import TrialError
 
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -46,7 +51,7 @@ class TrainResult:
     ``seconds`` the wall time of the whole call (training and validation); ``images_per_second``
     the training throughput (forward + backward + update, 1 process, the caller's thread count);
     ``last_lr`` the learning rate of the last step; ``channels_last`` whether it trained in that
-    memory format.
+    memory format; ``device`` and ``precision`` where and how it trained.
     """
 
     val_accuracy: float
@@ -58,6 +63,8 @@ class TrainResult:
     images_per_second: float
     last_lr: float = 0.0
     channels_last: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -66,6 +73,13 @@ OPTIMIZERS = ("sgd", "adamw")
 TIME_JUDGED_AFTER = 0.05
 #: ``channels_last="auto"`` uses channels_last when every Conv2d has at least this many output channels.
 CHANNELS_LAST_MIN_WIDTH = 4
+#: Steps between two host syncs of the training loss on an accelerator (the NaN guard): a sync per step
+#: stalls a GPU on small networks, whose steps are launch-bound.
+LOSS_CHECK_EVERY = 50
+#: cuDNN autotuning on CUDA (torch.backends.cudnn.benchmark). Off until measured: a generated network
+#: has dozens of distinct convolution shapes, each tuned at its first step, and a search trial may be
+#: only a few hundred steps long (benchmarks/bench_gpu.py measures both).
+CUDNN_BENCHMARK = False
 
 
 @dataclass(frozen=True)
@@ -88,27 +102,29 @@ class Augment:
         return self.crop_padding > 0 or self.flip or self.cutout > 0
 
     def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """Augmented float32 copy of the raw batch ``x`` (``N x C x H x W``), random draws from ``gen``."""
+        """Augmented float32 copy of the raw batch ``x`` (``N x C x H x W``), random draws from ``gen``
+        (a generator on ``x``'s device: on a GPU nothing here touches the host)."""
         x = x.float()
         n, c, h, w = x.shape
+        dev = x.device
         if self.crop_padding > 0:
             p = self.crop_padding
             padded = F.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen)
-            dx = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen)
-            rows = (dy + torch.arange(h).view(1, 1, h, 1)).expand(n, c, h, w + 2 * p)
-            cols = (dx + torch.arange(w).view(1, 1, 1, w)).expand(n, c, h, w)
+            dy = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen, device=dev)
+            dx = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=gen, device=dev)
+            rows = (dy + torch.arange(h, device=dev).view(1, 1, h, 1)).expand(n, c, h, w + 2 * p)
+            cols = (dx + torch.arange(w, device=dev).view(1, 1, 1, w)).expand(n, c, h, w)
             x = padded.gather(2, rows).gather(3, cols)
         if self.flip:
-            mirror = torch.rand(n, generator=gen) < 0.5
+            mirror = torch.rand(n, generator=gen, device=dev) < 0.5
             x = torch.where(mirror.view(n, 1, 1, 1), x.flip(3), x)
         if self.cutout > 0:
             half = self.cutout // 2
-            cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen)
-            cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen)
-            r, q = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+            cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen, device=dev)
+            cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen, device=dev)
+            r, q = torch.arange(h, device=dev).view(1, 1, h, 1), torch.arange(w, device=dev).view(1, 1, 1, w)
             hole = (r >= cy - half) & (r < cy - half + self.cutout) & (q >= cx - half) & (q < cx - half + self.cutout)
-            fill = torch.tensor(self.fill, dtype=x.dtype).view(1, -1, 1, 1).expand(1, c, 1, 1)
+            fill = torch.tensor(self.fill, dtype=x.dtype, device=dev).view(1, -1, 1, 1).expand(1, c, 1, 1)
             x = torch.where(hole, fill, x)
         return x
 
@@ -130,12 +146,15 @@ def train(
     augment: Augment | None = None,
     channels_last: bool | Literal["auto"] = "auto",
     max_seconds: float | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    deterministic: bool = False,
 ) -> TrainResult:
-    """Train ``model`` in place on ``data.x_train`` and score it on ``data.x_val``.
+    """Train ``model`` in place on ``data.x_train`` and score it on ``data.x_val``, on ``device``.
 
     ``model`` maps raw pixels, float32 ``N x C x H x W`` in [0, 255], to logits ``N x classes``
     (it normalises itself). An epoch is ``max(1, N // batch_size)`` steps over a fresh permutation
-    drawn from ``torch.Generator().manual_seed(seed)`` (the last partial batch is dropped, so no
+    drawn from ``torch.Generator(device).manual_seed(seed)`` (the last partial batch is dropped, so no
     step sees a batch of one); ``ceil(epochs * steps_per_epoch)`` steps in all.
 
     The optimizer is SGD (``momentum``, ``nesterov``) or AdamW (decoupled decay, betas 0.9/0.999);
@@ -147,6 +166,14 @@ def train(
     not (False), or where it pays ("auto": every conv at least CHANNELS_LAST_MIN_WIDTH wide); the
     model is handed back in the contiguous format either way.
 
+    ``device``: the model and the data (uint8, moved once if not there yet: on_device) live there
+    for the whole run and the model is handed back there; batches are index slices on the device,
+    so a GPU step copies nothing from the host. ``precision``: "fp32", "bf16" (autocast), "fp16"
+    (autocast and a gradient scaler; a GPU's) or "auto" (nago_spec.device.resolve_precision);
+    validation always runs in fp32, as the exported model does. ``deterministic``: deterministic
+    kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning), for bit-identical
+    GPU runs; the global settings are restored afterwards.
+
     ``max_seconds`` caps the training time (at least one step is taken). Once the pace so far
     (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
     progress becomes the larger of the steps done and the time spent, so a capped run still
@@ -154,9 +181,12 @@ def train(
     finish in time keeps the step schedule.
 
     The global RNG (dropout) is reseeded from ``seed`` inside ``fork_rng``: the same weights and
-    seed give identical results unless the time cap binds, and the caller's RNG state is untouched.
+    seed give identical results on one device unless the time cap binds, and the caller's RNG state
+    is untouched.
 
-    Raises TrialError at the first non-finite training loss (step and epoch counted from 1).
+    Raises TrialError at the first non-finite training loss (step and epoch counted from 1). On the
+    CPU every step's loss is checked before its update; on an accelerator every LOSS_CHECK_EVERY
+    steps (one host sync each), so up to that many steps run past the bad one before it is reported.
     """
     start = time.perf_counter()
     if not epochs > 0:
@@ -169,6 +199,10 @@ def train(
         raise ValueError(f"`warmup_epochs >= 0` must hold, but got warmup_epochs={warmup_epochs}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"`0 <= label_smoothing < 1` must hold, but got label_smoothing={label_smoothing}")
+    dev = torch.device(device)
+    precision = resolve_precision(precision, str(dev), dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    data = on_device(data, dev)
+    model.to(dev)
     n = len(data.y_train)
     x_train, y_train = data.x_train, data.y_train
     batch = min(batch_size, n)
@@ -177,12 +211,28 @@ def train(
     warmup = min(math.ceil(round(warmup_epochs * steps_per_epoch, 9)), total)
     nhwc = wants_channels_last(model) if channels_last == "auto" else bool(channels_last)
     was_training = model.training
-    gen = torch.Generator().manual_seed(seed)
-    recent: list[float] = []  # the mean loss of each step
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    check_every = 1 if dev.type == "cpu" else LOSS_CHECK_EVERY
+    losses: list[float] = []  # the mean loss of each step, checked
+    unchecked: list[Tensor] = []  # losses of the latest steps, still on the device
     step = 0
     rate = lr_at(lr, 0, warmup)
     time_bound = False  # whether max_seconds, not the step count, ends this run
-    with torch.random.fork_rng(devices=[]):
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+
+    def check_losses(last: int) -> None:
+        """Bring the unchecked losses, of the steps up to 1-based ``last``, to the host; raise at the
+        first non-finite one."""
+        values = [unchecked[0].item()] if len(unchecked) == 1 else torch.stack(unchecked).tolist()
+        first = last - len(unchecked) + 1
+        for j, value in enumerate(values):
+            if not math.isfinite(value):
+                bad = first + j
+                raise TrialError(f"non-finite training loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1})")
+        losses.extend(values)
+        unchecked.clear()
+
+    with torch.random.fork_rng(devices=_rng_devices(dev)), _kernels(dev, deterministic):
         torch.manual_seed(seed)
         _set_format(model, nhwc)
         opt = _optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
@@ -190,7 +240,7 @@ def train(
         loop_start = time.perf_counter()
         try:
             while step < total:
-                perm = torch.randperm(n, generator=gen)
+                perm = torch.randperm(n, generator=gen, device=dev)
                 for b in range(min(steps_per_epoch, total - step)):
                     progress = step / total
                     if max_seconds is not None and step > 0:
@@ -207,23 +257,30 @@ def train(
                         g["lr"] = rate
                     idx = perm[b * batch : (b + 1) * batch]
                     xb = augment(x_train[idx], gen) if augment else x_train[idx].float()
-                    logits = model(in_format(xb, nhwc))
-                    loss = F.cross_entropy(logits, y_train[idx], label_smoothing=label_smoothing)
-                    value = loss.item()  # the NaN guard's one sync per step: under 3 % of a step on CPU
-                    if not math.isfinite(value):
-                        raise TrialError(
-                            f"non-finite training loss at step {step + 1} (epoch {step // steps_per_epoch + 1})"
-                        )
+                    with _autocast(dev, precision):
+                        logits = model(in_format(xb, nhwc))
+                        loss = F.cross_entropy(logits, y_train[idx], label_smoothing=label_smoothing)
+                    unchecked.append(loss.detach())
+                    if len(unchecked) >= check_every:  # on the CPU: every step, before its update
+                        check_losses(step + 1)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    recent.append(value)
+                    if scaler is None:
+                        loss.backward()
+                        opt.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
                     step += 1
+            if unchecked:
+                check_losses(step)
         finally:
             _set_format(model, nhwc=False)
             model.train(was_training)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         loop_seconds = time.perf_counter() - loop_start
-    tail = recent[-steps_per_epoch:]
+    tail = losses[-steps_per_epoch:]
     val_accuracy, val_loss = evaluate(model, data.x_val, data.y_val)
     return TrainResult(
         val_accuracy=val_accuracy,
@@ -235,7 +292,51 @@ def train(
         images_per_second=step * batch / loop_seconds if loop_seconds > 0 else float("inf"),
         last_lr=rate,
         channels_last=nhwc,
+        device=str(dev),
+        precision=precision,
     )
+
+
+def on_device(data: Dataset, device: str | torch.device) -> Dataset:
+    """``data`` with its tensors on ``device`` (uint8 pixels stay uint8); ``data`` itself when they
+    are there already."""
+    dev = torch.device(device)
+    if data.x_train.device == dev or (dev.index is None and data.x_train.device.type == dev.type):
+        return data
+    moved = {k: getattr(data, k).to(dev) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    return dataclasses.replace(data, **moved)
+
+
+def _rng_devices(dev: torch.device) -> list[int]:
+    """The CUDA devices whose RNG fork_rng must save and restore (none off CUDA)."""
+    if dev.type != "cuda":
+        return []
+    return [dev.index if dev.index is not None else torch.cuda.current_device()]
+
+
+def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+@contextlib.contextmanager
+def _kernels(dev: torch.device, deterministic: bool) -> Iterator[None]:
+    """cuDNN autotuning (CUDNN_BENCHMARK) or, with ``deterministic``, deterministic kernels only,
+    for the duration; the global settings are restored after."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    if deterministic:
+        if dev.type == "cuda":  # cuBLAS reads it when its first handle is made: set before any matmul
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK and not deterministic and dev.type == "cuda"
+    torch.backends.cudnn.deterministic = deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
 
 
 def lr_at(lr: float, step: int, warmup: int, progress: float = 0.0, *, warm_progress: float = 0.0) -> float:
@@ -306,13 +407,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def predict_logits(model: nn.Module, x: Tensor, *, batch_size: int = 1024) -> Tensor:
     """Logits float32 ``N x classes`` of raw pixels ``x`` (uint8 or float ``N x C x H x W``), in eval mode.
 
+    Runs on the model's device (batches of ``x`` are moved there); the logits come back on the CPU.
     The model's train/eval mode is restored afterwards.
     """
+    dev = device_of(model)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            parts = [model(in_format(x[i : i + batch_size].float(), nhwc=False)) for i in range(0, len(x), batch_size)]
+            parts = [model(in_format(x[i : i + batch_size].to(dev).float(), nhwc=False)).cpu()
+                     for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     if not parts:
@@ -320,24 +424,33 @@ def predict_logits(model: nn.Module, x: Tensor, *, batch_size: int = 1024) -> Te
     return torch.cat(parts).float()
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU for a model without either)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> tuple[float, float]:
     """``(accuracy in [0, 1], mean cross-entropy)`` on raw pixels ``x`` ``N x C x H x W`` and labels ``y`` ``N``.
 
-    Runs under ``torch.inference_mode()`` in eval mode; the model's mode is restored afterwards.
+    Runs under ``torch.inference_mode()`` in eval mode, in fp32, on the model's device (batches
+    not there yet are moved), with one host sync at the end; the model's mode is restored afterwards.
     """
     if len(x) == 0:
         raise ValueError("evaluate: x holds no images")
+    dev = device_of(model)
     was_training = model.training
     model.eval()
-    correct = 0
-    loss = 0.0
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
     try:
         with torch.inference_mode():
             for i in range(0, len(x), batch_size):
-                logits = model(in_format(x[i : i + batch_size].float(), nhwc=False))
-                target = y[i : i + batch_size]
-                loss += F.cross_entropy(logits, target, reduction="sum").item()
-                correct += int((logits.argmax(1) == target).sum())
+                logits = model(in_format(x[i : i + batch_size].to(dev).float(), nhwc=False))
+                target = y[i : i + batch_size].to(dev)
+                loss += F.cross_entropy(logits, target, reduction="sum").double()
+                correct += (logits.argmax(1) == target).sum()
     finally:
         model.train(was_training)
-    return correct / len(x), loss / len(x)
+    return int(correct) / len(x), float(loss) / len(x)

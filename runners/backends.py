@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,9 +29,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from nago_spec.device import Binding, ray_device
 from nago_spec.errors import NagoError
 from nago_spec.registry import Registry
-from runners.worker import init_worker
+from runners.worker import init_worker, set_binding
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,9 @@ class LocalBackend(Backend):
     thread; it interrupts Python code, and a C call (one torch op) only when it returns.
     """
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, binding: Binding | None = None):
         self.workers = 1
-        init_worker()
+        init_worker(binding)
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         fut: Future = Future()
@@ -123,10 +125,10 @@ class LocalBackend(Backend):
 # -- process pool -----------------------------------------------------------------------------------
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """A worker process: say it is ready, then run each ``(fn, args)`` received and send back
-    ``(ok, result or exception)``."""
-    init_worker()
+def _serve(conn: multiprocessing.connection.Connection, binding: Binding | None = None) -> None:
+    """A worker process: bind to its device, say it is ready, then run each ``(fn, args)`` received and
+    send back ``(ok, result or exception)``."""
+    init_worker(binding)
     conn.send(None)  # ready: a call's time limit must not count the worker's start-up (imports)
     while True:
         try:
@@ -171,22 +173,27 @@ class ProcessBackend(Backend):
     time limit is killed (TrialTimeout); either is replaced by a fresh process. ``spawn`` rather
     than ``fork``: forking a process that has initialised torch's thread pools can deadlock.
     A dispatcher thread hands queued calls to idle workers and completes the futures.
+
+    ``bindings`` (nago_spec.device.worker_bindings) gives worker ``i`` its device for its whole
+    life, a replacement included; their number is the number of workers.
     """
 
-    def __init__(self, workers: int | None = None):
-        self.workers = workers or os.cpu_count() or 1
+    def __init__(self, workers: int | None = None, bindings: list[Binding] | None = None):
+        self.workers = len(bindings) if bindings else workers or os.cpu_count() or 1
+        self._bindings = bindings or [None] * self.workers
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: collections.deque[_Task] = collections.deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closing = False
-        self._pool = [self._spawn() for _ in range(self.workers)]
+        self._pool = [self._spawn(i) for i in range(self.workers)]
         self._thread = threading.Thread(target=self._dispatch, name="nago-process-backend", daemon=True)
         self._thread.start()
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, i: int) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_serve, args=(child,), daemon=True, name="nago-worker")
+        process = self._ctx.Process(target=_serve, args=(child, self._bindings[i]), daemon=True,
+                                    name=f"nago-worker-{i}")
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -273,7 +280,7 @@ class ProcessBackend(Backend):
         if w.task is not None:
             log.warning("worker %s: %s", w.process.pid, error)
             w.task.future.set_exception(error)
-        self._pool[i] = self._spawn()
+        self._pool[i] = self._spawn(i)
 
     @staticmethod
     def _death(w: _Worker) -> str:
@@ -306,6 +313,8 @@ class ProcessBackend(Backend):
 # -- Ray --------------------------------------------------------------------------------------------
 
 _RAY_THREADS: int | None = None
+#: The CUDA_VISIBLE_DEVICES this Ray worker's CUDA was initialised under (None: not initialised yet).
+_RAY_VISIBLE_AT_INIT: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -315,29 +324,44 @@ class _TimedOut:
     seconds: float
 
 
-def _ray_call(threads: int, timeout: float | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """A Ray task: the worker set-up once per Ray worker process, then the call under its time limit,
-    which starts here, not at submission (a fresh Ray worker may take seconds to start)."""
-    global _RAY_THREADS
-    if _RAY_THREADS is None:
-        import torch
+def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, fn: Callable[..., Any],
+              *args: Any) -> Any:
+    """A Ray task: the worker set-up once per Ray worker process, the task's device (with
+    ``gpu_share``, the GPU Ray assigned it, its memory capped at that share when it is a fraction),
+    then the call under its time limit, which starts here, not at submission (a fresh Ray worker may
+    take seconds to start)."""
+    global _RAY_THREADS, _RAY_VISIBLE_AT_INIT
+    import torch
 
+    if _RAY_THREADS is None:
         init_worker()
         torch.set_num_threads(threads)
         _RAY_THREADS = threads
+    ray = sys.modules["ray"]
+    ids = ray.get_gpu_ids() if gpu_share is not None else []
+    if ids:
+        share = 0.9 * gpu_share if gpu_share < 1 else None
+        set_binding(Binding(ray_device(ids, _RAY_VISIBLE_AT_INIT), None, share, str(ids[0])))
+    else:
+        set_binding(Binding("cpu"))
     try:
         with _alarm(timeout):
             return fn(*args)
     except TrialTimeout:
         return _TimedOut(timeout)
+    finally:
+        if ids and _RAY_VISIBLE_AT_INIT is None and torch.cuda.is_initialized():
+            _RAY_VISIBLE_AT_INIT = tuple(os.environ.get("CUDA_VISIBLE_DEVICES", "").split(","))
 
 
 class RayBackend(Backend):
     """Ray tasks, each claiming ``num_cpus`` and ``num_gpus``; ``address`` joins an existing cluster.
 
     Without ``address`` a local Ray instance is started (and stopped on close). ``workers`` bounds
-    the calls in flight (default: the cluster's CPUs divided by ``num_cpus``). A task runs with
-    ``max(1, int(num_cpus))`` torch threads. On a cluster the run directory, the data and any
+    the calls in flight (default: the cluster's CPUs divided by ``num_cpus``, and its GPUs divided by
+    ``num_gpus`` when tasks claim GPUs). A task runs with ``max(1, int(num_cpus))`` torch threads;
+    one that claims GPUs (``use_gpu``) trains on the first GPU Ray assigned it, and a fractional
+    claim caps its share of that GPU's memory, so several small networks share a GPU safely. On a cluster the run directory, the data and any
     callable files must be on a file system every node sees at the same path, and nago-spec
     installed in the nodes' environment. A time limit runs from the task's start inside the worker
     (an alarm, as in the local backend); a call stuck in C code is cancelled by the driver with
@@ -346,7 +370,7 @@ class RayBackend(Backend):
     """
 
     def __init__(self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0):
+                 num_gpus: float = 0.0, use_gpu: bool = True):
         try:
             import ray
         except ImportError as exc:
@@ -356,9 +380,19 @@ class RayBackend(Backend):
         if self._owns:
             local = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
             ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        self.workers = workers or max(1, int(cpus // num_cpus))
+        resources = ray.cluster_resources()
+        slots = int(resources.get("CPU", 1.0) // num_cpus)
+        if num_gpus > 0:
+            gpus = resources.get("GPU", 0.0)
+            if gpus < num_gpus:
+                if self._owns:
+                    ray.shutdown()
+                raise NagoError(f"[run].num_gpus = {num_gpus:g}: the Ray cluster has {gpus:g} GPU(s), so no trial "
+                                "could ever start")
+            slots = min(slots, int(gpus // num_gpus))
+        self.workers = workers or max(1, slots)
         self._threads = max(1, int(num_cpus))
+        self._gpu_share = num_gpus if num_gpus > 0 and use_gpu else None
         self._remote = ray.remote(_ray_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
         self._timers: list[threading.Timer] = []
 
@@ -368,7 +402,7 @@ class RayBackend(Backend):
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         ray = self._ray
-        ref = self._remote.remote(self._threads, timeout, fn, *args)
+        ref = self._remote.remote(self._threads, timeout, self._gpu_share, fn, *args)
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
         done = threading.Lock()  # the first of the task's end and its timer settles the future
@@ -419,7 +453,12 @@ BACKENDS.register("ray", RayBackend)
 
 
 def make_backend(name: str, workers: int | None, **options: Any) -> Backend:
-    """The backend ``name``; ``options`` (Ray's address, num_cpus, num_gpus) go to those that take them."""
+    """The backend ``name``; ``options`` go to those that take them: Ray's address, num_cpus, num_gpus
+    and use_gpu, the process pool's ``bindings``, the local backend's ``binding``."""
     if name == "ray":
         return RayBackend(workers, **options)
+    if name == "process" and options.get("bindings"):
+        return ProcessBackend(workers, options["bindings"])
+    if name == "local" and options.get("binding"):
+        return LocalBackend(workers, options["binding"])
     return BACKENDS.get(name)(workers)

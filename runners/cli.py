@@ -53,7 +53,7 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
         f, hb = spec.search.fidelity, hyperband(spec)
         summary["search"]["fidelity"] = {"on": f.on, "eta": f.eta, "budgets": list(hb.budgets()),
                                          "brackets": [list(map(list, hb.bracket(i))) for i in range(hb.s_max + 1)]}
-    summary["run"] = {"backend": spec.run.backend, "workers": spec.run.workers}
+    summary["run"] = {"backend": spec.run.backend, "workers": spec.run.workers, **_devices(spec, spec_path)}
     if shape is not None:
         import numpy as np
 
@@ -63,6 +63,32 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
         summary["sample_network"] = {"params_point": center, "param_budget": center.get("param_budget", spec.space.param_budget),
                                      **arch.summary()}
     return summary
+
+
+def _devices(spec, shown: Path) -> dict[str, Any]:
+    """Where a run of ``spec`` trains: the device, the workers and their GPUs, the precision; a device
+    the machine lacks raises the run's SpecError here too."""
+    import os
+
+    from nago_spec.device import default_workers, machine, resolve_precision, worker_bindings
+    from runners.run import placement_of
+
+    r = spec.run
+    m = machine()
+    placement = placement_of(spec, str(shown), m)
+    out: dict[str, Any] = {"device": r.device, "resolved": placement.kind, "torch_sees": m.describe()}
+    if spec.space.kind == "params":
+        return out
+    if r.backend == "process":
+        workers = r.workers or default_workers(placement, r.workers_per_device, os.cpu_count())
+        out["workers"] = workers
+        if placement.kind == "cuda":
+            out["gpus"] = list(placement.gpus)
+            out["worker_gpus"] = [b.gpu for b in worker_bindings(placement, workers)]
+    elif r.backend == "ray":
+        out["num_gpus"] = r.num_gpus
+    out["precision"] = resolve_precision(spec.train.precision, placement.kind, m.bf16 or r.backend == "ray")
+    return out
 
 
 def draw(target: Path, out: Path, trial: int | None = None) -> str:
@@ -127,8 +153,16 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"{c['objective']}" + (f" >= {c['min']}" if c["min"] is not None else "") + (f" <= {c['max']}" if c["max"] is not None else "")
             for c in s["constraints"]))
     q = s["search"]
+    r = s["run"]
     print(f"  search: {q['strategy']}, budget {q['budget']}, initial {q['initial']}, batch {q['batch']}; "
-          f"run: {s['run']['backend']} x {s['run']['workers'] or 'all cores'}")
+          f"run: {r['backend']} x {r['workers'] or 'all cores'}")
+    if "precision" in r:
+        where = r["resolved"]
+        if "worker_gpus" in r:
+            where = f"cuda, GPUs {', '.join(r['gpus'])}; worker GPUs: {', '.join(r['worker_gpus'])}"
+        elif r["backend"] == "ray" and where == "cuda":
+            where = f"cuda, the GPU each Ray trial claims ({r['num_gpus']:g} GPU per trial)"
+        print(f"  device: {where} ([run].device = {r['device']!r}; {r['torch_sees']}); precision {r['precision']}")
     if "fidelity" in q:
         fq = q["fidelity"]
         unit = "epochs" if fq["on"] == "epochs" else "of the training data"
@@ -160,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", type=int, help="evaluations in all (a resumed run may be extended)")
     r.add_argument("--backend", choices=BACKEND_NAMES, help="where trials run (default: [run] backend)")
     r.add_argument("--workers", type=int)
+    r.add_argument("--device", help='where networks train: auto, cpu, cuda, cuda:N, mps (default: [run] device)')
     r.add_argument("--force-new", action="store_true", help="discard the run already in the directory")
     r.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
     r.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
@@ -204,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             from runners.run import RunOptions, run
 
             run(args.spec, RunOptions(out=args.out, seed=args.seed, budget=args.budget, backend=args.backend,
-                                      workers=args.workers, force_new=args.force_new,
+                                      workers=args.workers, device=args.device, force_new=args.force_new,
                                       mode="quiet" if args.quiet else args.progress))
         elif args.command == "draw":
             print(draw(args.target, args.out, args.trial))

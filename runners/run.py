@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import socket
 import statistics
@@ -17,7 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nago_spec.errors import NagoError, StoreError
+from nago_spec.device import (
+    DeviceError,
+    Machine,
+    Placement,
+    default_workers,
+    local_binding,
+    machine,
+    resolve_device,
+    resolve_precision,
+    worker_bindings,
+)
+from nago_spec.errors import NagoError, SpecError, StoreError
 from nago_spec.fidelity import Fidelity, Row, next_jobs, planned_trials
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
@@ -49,6 +61,7 @@ class RunOptions:
     budget: int | None = None
     backend: str | None = None
     workers: int | None = None
+    device: str | None = None
     force_new: bool = False
     mode: str = "auto"  # auto | rich | plain | quiet | json
 
@@ -64,14 +77,14 @@ def overrides(opts: RunOptions) -> dict[str, Any]:
         o.setdefault("run", {})["backend"] = opts.backend
     if opts.workers is not None:
         o.setdefault("run", {})["workers"] = opts.workers
+    if opts.device is not None:
+        o.setdefault("run", {})["device"] = opts.device
     return o
 
 
 def resume_key(spec: Spec) -> str:
     """What must not change for a run directory to be continued: the search, less its budget."""
-    d = spec.to_dict()
-    for k in ("name", "run", "export"):
-        d.pop(k, None)
+    d = spec.search_dict()
     d.get("search", {}).pop("budget", None)
     return json.dumps(d, sort_keys=True)
 
@@ -112,6 +125,7 @@ def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     """Run (or resume) the search a spec declares; returns the run directory."""
     spec = load_spec(spec_path, overrides(opts) or None)
+    placement = placement_of(spec, str(spec_path))  # a device the machine lacks stops here, before any trial
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
     spec_file = prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()
@@ -122,7 +136,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     strategy = STRATEGIES.get(spec.search.strategy)(
         problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
-    backend = backend_of(spec)
+    backend = backend_of(spec, placement)
     total = spec.search.budget
     if spec.search.fidelity is not None:
         total = planned_trials(hyperband(spec), spec.search.budget)
@@ -169,11 +183,57 @@ class WallClock:
         return wall
 
 
-def backend_of(spec: Spec) -> Backend:
+def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None) -> Placement:
+    """Where the spec's networks train: ``[run].device`` resolved on this machine ``m`` (default: what
+    torch sees here), and ``[train].precision`` checked against it.
+
+    On Ray the GPUs are the cluster's, not this machine's: "auto" means the GPU a trial claims
+    (``num_gpus > 0``), else the CPU, and "cuda" needs such a claim. Plain-parameter specs train
+    nothing and run anywhere. Raises SpecError, one line naming the key and what torch sees.
+    """
     r = spec.run
+    where = shown or str(spec.path)
+
+    def refuse(key: str, value: Any, why: str) -> SpecError:
+        return SpecError(f'{where}: [{key.split(".")[0]}].{key.split(".")[1]} = {json.dumps(value)}: {why}')
+
+    if spec.space.kind == "params":
+        return Placement("cpu")
     if r.backend == "ray":
-        return make_backend("ray", r.workers, address=r.address, num_cpus=r.num_cpus, num_gpus=r.num_gpus)
-    return make_backend(r.backend, r.workers)
+        kind = r.device.partition(":")[0]
+        if r.device.startswith("cuda:") or kind == "mps":
+            raise refuse("run.device", r.device, 'on Ray a trial trains on the GPU Ray assigns it: use "auto" or '
+                         '"cuda" with [run].num_gpus > 0')
+        if kind == "cuda" and r.num_gpus <= 0:
+            raise refuse("run.device", r.device, "on Ray a trial trains on the GPU it claims: set [run].num_gpus "
+                         "> 0 (a fraction packs several trials on one GPU)")
+        placement = Placement("cuda" if kind != "cpu" and r.num_gpus > 0 else "cpu")
+        bf16 = True  # the cluster's GPUs are not seen from here; a trial checks its own
+    else:
+        m = m or machine()
+        try:
+            placement = resolve_device(r.device, m)
+        except DeviceError as exc:
+            raise refuse("run.device", r.device, str(exc)) from None
+        bf16 = m.bf16
+    try:
+        resolve_precision(spec.train.precision, placement.kind, bf16)
+    except DeviceError as exc:
+        raise refuse("train.precision", spec.train.precision, str(exc)) from None
+    return placement
+
+
+def backend_of(spec: Spec, placement: Placement | None = None) -> Backend:
+    """The spec's backend, its workers bound to ``placement``'s devices (default: placement_of(spec))."""
+    r = spec.run
+    placement = placement or placement_of(spec)
+    if r.backend == "ray":
+        return make_backend("ray", r.workers, address=r.address, num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                            use_gpu=placement.kind == "cuda")
+    if r.backend == "local":
+        return make_backend("local", 1, binding=local_binding(placement))
+    workers = r.workers or default_workers(placement, r.workers_per_device, os.cpu_count())
+    return make_backend(r.backend, workers, bindings=worker_bindings(placement, workers))
 
 
 def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall: float,
@@ -235,11 +295,12 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
             except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
                 out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             params, budget = all_trials[tid].params, all_trials[tid].budget
+            where = {"host": out.get("host"), "device": out.get("device")}  # the worker's, when it answered
             if out["ok"]:
-                store.complete(tid, out["values"], out["samples"])
+                store.complete(tid, out["values"], out["samples"], **where)
                 strategy.tell(tid, params, out["values"], sample_noise(out["samples"]), budget=budget)
             else:
-                store.fail(tid, out["error"])
+                store.fail(tid, out["error"], **where)
                 strategy.tell(tid, params, None, budget=budget)
             if clock is not None:
                 clock()

@@ -1,24 +1,50 @@
-"""What runs inside a worker: one torch thread, cached spec, data and evaluator, failures as data."""
+"""What runs inside a worker: one torch thread, its device, cached spec, data and evaluator, failures as data."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import socket
 import traceback
 from pathlib import Path
 from typing import Any
 
+from nago_spec.device import Binding, free_memory, is_out_of_memory, oom_message
 from nago_spec.errors import NagoError
 
+#: Where this process trains (set by init_worker, or per call on Ray: set_binding).
+_BINDING = Binding()
 
-def init_worker() -> None:
-    """Initializer of every worker process: one torch thread (two collapse on a busy 2-core machine),
-    and an allocator that keeps freed activations for the next step."""
+
+def init_worker(binding: Binding | None = None) -> None:
+    """Initializer of every worker process: its device binding first (a GPU worker sees only its GPU,
+    through CUDA_VISIBLE_DEVICES, before anything can touch CUDA), one torch thread (two collapse on
+    a busy 2-core machine), and an allocator that keeps freed activations for the next step."""
+    if binding is not None and binding.visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = binding.visible
     import torch
 
     torch.set_num_threads(1)
     keep_freed_memory()
+    if binding is not None:
+        set_binding(binding)
+
+
+def set_binding(binding: Binding) -> None:
+    """Make ``binding`` this process's training device, capping its share of the GPU's memory when
+    the GPU is shared."""
+    global _BINDING
+    _BINDING = binding
+    if binding.device.startswith("cuda") and binding.memory_share is not None:
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(binding.memory_share, torch.device(binding.device))
+
+
+def binding() -> Binding:
+    """This process's device binding."""
+    return _BINDING
 
 
 #: mallopt parameters (glibc malloc.h).
@@ -65,20 +91,25 @@ def _cached_evaluator(spec_file: str, run_dir: str | None, version: str):
     return Evaluator(load_spec(spec_file), Path(run_dir) if run_dir else None)
 
 
-def load_data(spec_file: str, full: bool = False):
-    """The spec's data set, loaded once per process and data section (None for plain-parameter specs);
-    ``full``: without [data].limit's subsample (the final training with ``[export].full_data``)."""
+def load_data(spec_file: str, full: bool = False, device: str = "cpu"):
+    """The spec's data set, loaded once per process, data section and device (None for plain-parameter
+    specs); ``full``: without [data].limit's subsample (the final training with ``[export].full_data``).
+    On an accelerator the uint8 tensors are copied there once and stay for the worker's life."""
     from nago_spec.spec import load_spec
 
     spec = load_spec(spec_file)
     if spec.space.kind == "params":
         return None
     d = spec.data
-    return _cached_data(d.dataset, d.path, d.val_fraction, spec.seed, None if full else d.limit, d.classes)
+    return _cached_data(d.dataset, d.path, d.val_fraction, spec.seed, None if full else d.limit, d.classes, device)
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_data(dataset, path, val_fraction, seed, limit, classes):
+def _cached_data(dataset, path, val_fraction, seed, limit, classes, device="cpu"):
+    if device != "cpu":
+        from nago_spec.train import on_device
+
+        return on_device(_cached_data(dataset, path, val_fraction, seed, limit, classes), device)
     from nago_spec.data import load_dataset
 
     return load_dataset(dataset, path, val_fraction=val_fraction, seed=seed, limit=limit, classes=classes)
@@ -88,20 +119,30 @@ def evaluate_trial(
     spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
     config: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one trial (at ``budget``, with ``config``'s architectures, in a multi-fidelity run);
-    never raises: returns ``{"ok", "values", "samples", "host"}`` or ``{"ok", "error"}``."""
-    host = socket.gethostname()
+    """Evaluate one trial (at ``budget``, with ``config``'s architectures, in a multi-fidelity run) on
+    this worker's device; never raises: returns ``{"ok", "values", "samples", "host", "device"}`` or
+    ``{"ok", "error", "host", "device"}``, ``host`` and ``device`` saying where it really ran. An
+    accelerator's out-of-memory error fails the trial and gives the memory back."""
+    b = _BINDING
+    where = {"host": socket.gethostname(), "device": b.label}
     try:
         evaluator = _evaluator(spec_file, run_dir)
-        values, samples = evaluator.evaluate(params, trial_id, load_data(spec_file), budget=budget, config=config)
-        return {"ok": True, "values": values, "samples": samples, "host": host}
+        data = load_data(spec_file, device=b.device)
+        values, samples = evaluator.evaluate(params, trial_id, data, budget=budget, config=config, device=b.device)
+        return {"ok": True, "values": values, "samples": samples, **where}
     except NagoError as exc:
-        return {"ok": False, "error": str(exc), "host": host}
+        return {"ok": False, "error": str(exc), **where}
     except MemoryError:
-        return {"ok": False, "error": "out of memory", "host": host}
+        return {"ok": False, "error": "out of memory", **where}
     except Exception as exc:  # a failing trial is data: keep the cause, let the run go on
-        tb = traceback.format_exception(exc, limit=-3)
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}\n{''.join(tb).strip()}", "host": host}
+        if is_out_of_memory(exc):
+            error = oom_message(exc, b.label)
+        else:
+            tb = traceback.format_exception(exc, limit=-3)
+            error = f"{type(exc).__name__}: {exc}\n{''.join(tb).strip()}"
+        exc = None  # drop the traceback, and with it the frames holding the trial's model and activations
+        free_memory(b.device)
+        return {"ok": False, "error": error, **where}
 
 
 def final_train_export(
@@ -110,20 +151,26 @@ def final_train_export(
     """Train architecture ``sample`` of trial ``trial_id``'s generator point for the final budget, test
     it, export it to ``out`` and time it.
 
-    Returns ``{"ok": True, "entry": <manifest entry>}`` or ``{"ok": False, "error"}``.
+    It trains on this worker's device; the export, its parity check and its timing run on a CPU
+    copy, as the model is deployed. Returns ``{"ok": True, "entry": <manifest entry>}`` or
+    ``{"ok": False, "error"}``.
     """
+    device = _BINDING.device
     try:
-        return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out))}
+        return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out), device)}
     except NagoError as exc:
         return {"ok": False, "error": str(exc)}
     except MemoryError:
         return {"ok": False, "error": "out of memory"}
     except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        error = oom_message(exc, _BINDING.label) if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
+        exc = None  # as in evaluate_trial: free what the failed training held
+        free_memory(device)
+        return {"ok": False, "error": error}
 
 
 def _final_train_export(
-    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path
+    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu"
 ) -> dict[str, Any]:
     import json
     import time
@@ -139,14 +186,15 @@ def _final_train_export(
     evaluator = _evaluator(spec_file, run_dir)
     spec = evaluator.spec
     e = spec.export
-    data = load_data(spec_file, full=e.full_data)
+    data = load_data(spec_file, full=e.full_data, device=device)
     seed = sample_seed(spec.seed, trial_id, sample)  # sample 0 is the architecture the search trained
     arch = sample_architecture(spec, params, seed, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
     start = time.perf_counter()
-    result = fit(model, data, spec.final_train(), seed)
+    result = fit(model, data, spec.final_train(), seed, device)
     train_seconds = time.perf_counter() - start
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+    model = model.cpu()  # what is deployed: the export, its parity and its latency are the CPU's
     metrics = {
         "val_accuracy": result.val_accuracy,
         "test_accuracy": test_acc,
@@ -175,7 +223,7 @@ def _final_train_export(
             "nago.input": "float32 [batch, C, H, W], raw pixel values in [0, 255]; normalisation is inside",
         },
     )
-    agreement = check_parity(out, model, data.x_test[:256])
+    agreement = check_parity(out, model, data.x_test[:256].cpu())
     latency = {f"batch_{b}": latency_ms(out, model, input_shape, b) for b in (1, 32)} if e.latency else None
     return {
         "file": out.name,
@@ -186,6 +234,7 @@ def _final_train_export(
         "macs": arch.mac_count(),
         "generator_params": params,
         "metrics": metrics,
+        "trained_on": {"device": _BINDING.label, "precision": result.precision},
         "latency_ms": latency,
         "parity_max_abs_diff": agreement["max_abs_diff"],
         "parity": agreement,

@@ -78,8 +78,20 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path):
     conn.commit()
     conn.close()
     with Store(db) as store:
-        assert store.get_meta("schema_version") == "2"
+        assert store.get_meta("schema_version") == "3"
         (t,) = store.trials()
-        assert (t.params, t.values, t.budget, t.config) == ({"x": 1}, {"f": 2.0}, None, None)
+        assert (t.params, t.values, t.budget, t.config, t.device) == ({"x": 1}, {"f": 2.0}, None, None, None)
     with Store(db) as store:  # opening again is a no-op
         assert len(store.trials()) == 1
+
+
+def test_the_worker_s_host_and_device_replace_the_parent_s(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        store.add_trials(0, [{"x": 1}, {"x": 2}, {"x": 3}])
+        for i in range(3):
+            store.mark_running(i, host="parent")
+        store.complete(0, {"f": 1.0}, [], host="node-7", device="cuda:3")
+        store.fail(1, "boom", host="node-8", device="cuda:GPU-5f2c")
+        store.complete(2, {"f": 2.0}, [])  # no answer from a worker (a lost one): the parent's host stays
+        t = store.trials()
+    assert [(r.host, r.device) for r in t] == [("node-7", "cuda:3"), ("node-8", "cuda:GPU-5f2c"), ("parent", None)]
