@@ -33,7 +33,9 @@ class EvalContext:
 
     ``model`` is the trained torch module (None for cheap objectives and plain-parameter specs),
     ``architecture`` the sampled generator output, ``data`` the in-memory data set, ``train_result``
-    the training summary, ``run_dir`` the run directory when there is one. Objectives may leave
+    the training summary, ``run_dir`` the run directory when there is one. ``model`` and ``data``
+    are on ``device``, where the network trained (a GPU's tensors: use ``.cpu()`` for numpy, and
+    nago_spec.export.on_cpu for a CPU copy of the model). Objectives may leave
     side results (a latency spread, ...) in ``extra``; they are recorded with the sample.
     """
 
@@ -45,6 +47,7 @@ class EvalContext:
     train_result: Any = None
     run_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

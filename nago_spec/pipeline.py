@@ -298,7 +298,7 @@ class Evaluator:
             result = fit(model, data, t, seed, device)
             ctx = EvalContext(
                 params=dict(params), seed=seed, architecture=arch, model=model, data=data,
-                train_result=result, run_dir=self.run_dir,
+                train_result=result, run_dir=self.run_dir, device=device,
             )
             values = self._score(ctx, names)
             samples.append(

@@ -212,7 +212,7 @@ def train(
     nhwc = wants_channels_last(model) if channels_last == "auto" else bool(channels_last)
     was_training = model.training
     gen = torch.Generator(device=dev).manual_seed(seed)
-    check_every = 1 if dev.type == "cpu" else LOSS_CHECK_EVERY
+    check_every = _loss_check_every(dev)
     losses: list[float] = []  # the mean loss of each step, checked
     unchecked: list[Tensor] = []  # losses of the latest steps, still on the device
     step = 0
@@ -295,6 +295,12 @@ def train(
         device=str(dev),
         precision=precision,
     )
+
+
+def _loss_check_every(dev: torch.device) -> int:
+    """Steps between two checks of the training loss: every step on the CPU (a sync costs nothing
+    there), LOSS_CHECK_EVERY on an accelerator."""
+    return 1 if dev.type == "cpu" else LOSS_CHECK_EVERY
 
 
 def on_device(data: Dataset, device: str | torch.device) -> Dataset:

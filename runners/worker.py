@@ -39,7 +39,8 @@ def set_binding(binding: Binding) -> None:
     if binding.device.startswith("cuda") and binding.memory_share is not None:
         import torch
 
-        torch.cuda.set_per_process_memory_fraction(binding.memory_share, torch.device(binding.device))
+        if torch.cuda.is_available():  # (a simulated GPU binding in the CPU tests has nothing to cap)
+            torch.cuda.set_per_process_memory_fraction(binding.memory_share, torch.device(binding.device))
 
 
 def binding() -> Binding:
