@@ -132,18 +132,19 @@ def evaluate_trial(
         values, samples = evaluator.evaluate(params, trial_id, data, budget=budget, config=config, device=b.device)
         return {"ok": True, "values": values, "samples": samples, **where}
     except NagoError as exc:
-        return {"ok": False, "error": str(exc), **where}
+        error = str(exc)
     except MemoryError:
-        return {"ok": False, "error": "out of memory", **where}
+        error = "out of memory"
     except Exception as exc:  # a failing trial is data: keep the cause, let the run go on
         if is_out_of_memory(exc):
             error = oom_message(exc, b.label)
         else:
             tb = traceback.format_exception(exc, limit=-3)
             error = f"{type(exc).__name__}: {exc}\n{''.join(tb).strip()}"
-        exc = None  # drop the traceback, and with it the frames holding the trial's model and activations
-        free_memory(b.device)
-        return {"ok": False, "error": error, **where}
+    # out of the except block: the exception, its traceback and the frames holding the trial's model
+    # and activations are gone, so their memory can be given back
+    free_memory(b.device)
+    return {"ok": False, "error": error, **where}
 
 
 def final_train_export(
@@ -160,14 +161,13 @@ def final_train_export(
     try:
         return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out), device)}
     except NagoError as exc:
-        return {"ok": False, "error": str(exc)}
+        error = str(exc)
     except MemoryError:
-        return {"ok": False, "error": "out of memory"}
+        error = "out of memory"
     except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
         error = oom_message(exc, _BINDING.label) if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
-        exc = None  # as in evaluate_trial: free what the failed training held
-        free_memory(device)
-        return {"ok": False, "error": error}
+    free_memory(device)  # as in evaluate_trial, once the failed training's frames are gone
+    return {"ok": False, "error": error}
 
 
 def _final_train_export(

@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 import time
+import weakref
 
 import pytest
 import torch
@@ -361,17 +362,24 @@ def test_an_out_of_memory_error_fails_its_trial_frees_memory_and_the_run_goes_on
     import nago_spec.pipeline as pipeline
 
     real_fit = pipeline.fit
-    freed: list[str] = []
+    failed_model: list[weakref.ref] = []
+    freed: list[tuple[str, bool]] = []
 
     def fit(model, data, t, seed, device="cpu"):
         from nago_spec.seeds import sample_seed
 
         if seed == sample_seed(0, 1, 0):
+            failed_model.append(weakref.ref(model))
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB total)")
         return real_fit(model, data, t, seed, device)
 
+    def free_memory(device):  # the real one, noting whether the failed trial's model was garbage by then
+        real_free(device)
+        freed.append((device, failed_model[-1]() is None))
+
+    real_free = worker.free_memory
     monkeypatch.setattr(pipeline, "fit", fit)
-    monkeypatch.setattr(worker, "free_memory", lambda device: freed.append(device))
+    monkeypatch.setattr(worker, "free_memory", free_memory)
     spec = _spec(tmp_path, tiny_spec, '[run]\nbackend = "local"\n')
     spec.write_text(spec.read_text().replace("[export]\n", "[export]\nonnx = false\n"))
     out = tmp_path / "run"
@@ -380,7 +388,7 @@ def test_an_out_of_memory_error_fails_its_trial_frees_memory_and_the_run_goes_on
         trials = store.trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAILED, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].error == "out of memory on cpu: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB total)"
-    assert freed == ["cpu"]
+    assert freed == [("cpu", True)]  # freed once nothing held the failed model any more
     assert {(t.host, t.device) for t in trials} == {(socket.gethostname(), "cpu")}  # the worker's own
     assert trials[0].samples[0]["train"]["device"] == "cpu"
 
