@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -580,6 +581,15 @@ def _open_run(run_dir: Path):
     return spec, Evaluator(spec, run_dir).problem(None)
 
 
+def _where_text(trials: Sequence[TrialRecord]) -> list[str]:
+    """The hosts and devices the finished trials ran on, with their counts ([] for a run stored
+    before the device was recorded)."""
+    seen = collections.Counter(f"{t.host} {t.device}" for t in trials if t.device and t.finished is not None)
+    if not seen:
+        return []
+    return ["ran on: " + ", ".join(f"{where} ({n} trial{'s' if n > 1 else ''})" for where, n in sorted(seen.items()))]
+
+
 def status_text(run_dir: Path) -> str:
     """``nago status DIR``: one screen on where a run stands."""
     spec, problem = _open_run(run_dir)
@@ -595,6 +605,7 @@ def status_text(run_dir: Path) -> str:
         (f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
          f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)"),
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
+        *_where_text(trials),
         "best: " + ", ".join(f"{k} = {v:.6g}" for k, v in s["best"].items()),
         f"Pareto front ({len(fr.pareto)}):",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import textwrap
 
 import numpy as np
@@ -213,6 +214,9 @@ def test_status_report_and_export_commands(tiny_spec, tmp_path, capsys):
     assert main(["status", str(out)]) == 0
     status = capsys.readouterr().out
     assert "3/3 evaluations (3 complete" in status and "Pareto front" in status
+    assert f"ran on: {socket.gethostname()} cpu (3 trials)" in status  # the worker's host and device
+    manifest = json.loads((out / "models" / "manifest.json").read_text())
+    assert {m["trained_on"]["device"] for m in manifest["models"]} == {"cpu"}
     assert main(["report", str(out)]) == 0 and (out / "report.md").exists()
     (out / "models" / "manifest.json").unlink()
     assert main(["export", str(out)]) == 0
