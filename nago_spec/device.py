@@ -88,13 +88,6 @@ class Placement:
     gpus: tuple[str, ...] = ()
     indices: tuple[int, ...] = ()
 
-    def describe(self, m: Machine) -> str:
-        if self.kind != "cuda":
-            return self.kind
-        names = [m.names[i] for i in self.indices if i < len(m.names)]
-        shown = f" ({', '.join(sorted(set(names)))})" if names else ""
-        return f"cuda: {len(self.gpus)} GPU(s) [{', '.join(self.gpus)}]{shown}"
-
 
 def resolve_device(requested: str, m: Machine) -> Placement:
     """The placement ``requested`` ("auto", "cpu", "cuda", "cuda:N", "mps") means on machine ``m``.

@@ -14,9 +14,15 @@ benchmarks/bench_train.py at one thread, every format explicit:
   explicitly (in_format): a 1-channel batch is otherwise ambiguous, see there.
 - Fused optimizer steps (one kernel over all parameters): 1.00-1.05x.
 - Not used: mkldnn disabled (0.6-0.77x); torch.compile (1.2-1.4x once compiled, but ~60 s to
-  compile one network on this machine, more than a search trial's whole training); bf16 autocast
-  (1.07-1.35x on this AVX-512-BF16 CPU, but it changes the numbers the search compares and its
-  effect on accuracy is unmeasured: a candidate for an opt-in setting).
+  compile one network on this machine, more than a search trial's whole training). bf16 autocast
+  (1.07-1.35x on this AVX-512-BF16 CPU) changes the numbers the search compares, so on the CPU it
+  is opt-in (``precision="bf16"``).
+
+On a GPU (``device``): the data live on the device, batches, permutations and augmentation are
+drawn there, and the loss reaches the host every LOSS_CHECK_EVERY steps, so a step makes no host
+copy or sync; ``precision="auto"`` is bf16 autocast where the GPU supports it. cuDNN autotuning,
+channels_last's rule and torch.compile on a GPU wait for benchmarks/bench_gpu.py's numbers (no GPU
+has run it yet; docs/RESULTS.md §7).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from nago_spec.device import Binding, ray_device
+from nago_spec.device import SHARED_MEMORY_SHARE, Binding, ray_device
 from nago_spec.errors import NagoError
 from nago_spec.registry import Registry
 from runners.worker import init_worker, set_binding
@@ -340,7 +340,7 @@ def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, fn: 
     ray = sys.modules["ray"]
     ids = ray.get_gpu_ids() if gpu_share is not None else []
     if ids:
-        share = 0.9 * gpu_share if gpu_share < 1 else None
+        share = SHARED_MEMORY_SHARE * gpu_share if gpu_share < 1 else None
         set_binding(Binding(ray_device(ids, _RAY_VISIBLE_AT_INIT), None, share, str(ids[0])))
     else:
         set_binding(Binding("cpu"))
@@ -361,9 +361,9 @@ class RayBackend(Backend):
     the calls in flight (default: the cluster's CPUs divided by ``num_cpus``, and its GPUs divided by
     ``num_gpus`` when tasks claim GPUs). A task runs with ``max(1, int(num_cpus))`` torch threads;
     one that claims GPUs (``use_gpu``) trains on the first GPU Ray assigned it, and a fractional
-    claim caps its share of that GPU's memory, so several small networks share a GPU safely. On a cluster the run directory, the data and any
-    callable files must be on a file system every node sees at the same path, and nago-spec
-    installed in the nodes' environment. A time limit runs from the task's start inside the worker
+    claim caps its share of that GPU's memory, so several small networks share a GPU safely. On a
+    cluster the run directory, the data and any callable files must be on a file system every node
+    sees at the same path, and nago-spec installed in the nodes' environment. A time limit runs from the task's start inside the worker
     (an alarm, as in the local backend); a call stuck in C code is cancelled by the driver with
     ``force=True``, killing its worker, ``HARD_LIMIT_GRACE`` seconds later. A worker or node that dies
     fails the call with WorkerLost.

@@ -195,18 +195,18 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
     r = spec.run
     where = shown or str(spec.path)
 
-    def refuse(key: str, value: Any, why: str) -> SpecError:
-        return SpecError(f'{where}: [{key.split(".")[0]}].{key.split(".")[1]} = {json.dumps(value)}: {why}')
+    def refuse(key: str, value: Any, why: str) -> SpecError:  # key: "[section].name"
+        return SpecError(f"{where}: {key} = {json.dumps(value)}: {why}")
 
     if spec.space.kind == "params":
         return Placement("cpu")
     if r.backend == "ray":
         kind = r.device.partition(":")[0]
         if r.device.startswith("cuda:") or kind == "mps":
-            raise refuse("run.device", r.device, 'on Ray a trial trains on the GPU Ray assigns it: use "auto" or '
+            raise refuse("[run].device", r.device, 'on Ray a trial trains on the GPU Ray assigns it: use "auto" or '
                          '"cuda" with [run].num_gpus > 0')
         if kind == "cuda" and r.num_gpus <= 0:
-            raise refuse("run.device", r.device, "on Ray a trial trains on the GPU it claims: set [run].num_gpus "
+            raise refuse("[run].device", r.device, "on Ray a trial trains on the GPU it claims: set [run].num_gpus "
                          "> 0 (a fraction packs several trials on one GPU)")
         placement = Placement("cuda" if kind != "cpu" and r.num_gpus > 0 else "cpu")
         bf16 = True  # the cluster's GPUs are not seen from here; a trial checks its own
@@ -215,12 +215,12 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
         try:
             placement = resolve_device(r.device, m)
         except DeviceError as exc:
-            raise refuse("run.device", r.device, str(exc)) from None
+            raise refuse("[run].device", r.device, str(exc)) from None
         bf16 = m.bf16
     try:
         resolve_precision(spec.train.precision, placement.kind, bf16)
     except DeviceError as exc:
-        raise refuse("train.precision", spec.train.precision, str(exc)) from None
+        raise refuse("[train].precision", spec.train.precision, str(exc)) from None
     return placement
 
 
