@@ -67,14 +67,20 @@ def visible_entries(count: int, env: str | None) -> tuple[str, ...]:
     return tuple(entries[:count])
 
 
-def machine() -> Machine:
-    """This machine as torch sees it. Does not initialise CUDA (device_count asks NVML first)."""
+def machine(details: bool = True) -> Machine:
+    """This machine as torch sees it. Counting the GPUs does not start CUDA in this process (torch asks
+    NVML first); their names and bf16 support (``details``) do, which costs a parent process that
+    only hands trials to GPU workers a CUDA context on GPU 0 for its whole life. Without ``details``
+    names are empty and bf16 is taken as supported: each trial checks its own GPU."""
     import torch
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = torch.cuda.device_count()
     gpus = visible_entries(count, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    names = tuple(torch.cuda.get_device_name(i) for i in range(count)) if count else ()
-    bf16 = bool(count) and torch.cuda.is_bf16_supported()
+    names: tuple[str, ...] = ()
+    bf16 = bool(count)
+    if count and details:
+        names = tuple(torch.cuda.get_device_name(i) for i in range(count))
+        bf16 = torch.cuda.is_bf16_supported()
     mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     return Machine(gpus, names, bf16, mps, torch.backends.cuda.is_built())
 

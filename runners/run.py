@@ -211,7 +211,7 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
         placement = Placement("cuda" if kind != "cpu" and r.num_gpus > 0 else "cpu")
         bf16 = True  # the cluster's GPUs are not seen from here; a trial checks its own
     else:
-        m = m or machine()
+        m = m or machine(details=spec.train.precision == "bf16")  # only bf16 asks the GPU itself
         try:
             placement = resolve_device(r.device, m)
         except DeviceError as exc:

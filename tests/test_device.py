@@ -402,3 +402,20 @@ def test_a_simulated_gpu_worker_binding_labels_its_trials(tmp_path, tiny_spec, m
     monkeypatch.setattr(worker, "_BINDING", Binding("cpu", None, None, "GPU-5f2c"))
     assert worker.evaluate_trial(str(spec), None, 0, params)["device"] == "cuda:GPU-5f2c"
 
+
+
+def test_a_run_s_parent_counts_the_gpus_without_starting_cuda(tmp_path, tiny_spec, monkeypatch):
+    """The parent of GPU workers must not hold a CUDA context: it counts the GPUs (NVML) and asks
+    their names and bf16 support only for `nago check` or an explicit bf16."""
+
+    def starts_cuda(*args):
+        raise AssertionError("this would start CUDA in the parent")
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", starts_cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", starts_cuda)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    spec = load_spec(_spec(tmp_path, tiny_spec, '[run]\nbackend = "process"\n'))
+    assert placement_of(spec) == Placement("cuda", ("6", "7"), (0, 1))
+    with pytest.raises(AssertionError, match="would start CUDA"):
+        placement_of(load_spec(tiny_spec, {"train": {"precision": "bf16"}, "run": {"backend": "process"}}))
