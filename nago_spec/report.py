@@ -53,6 +53,22 @@ def front(
     return Front(complete, [complete[i] for i in idx], list(feasible), ideal, worst + 0.1 * span)
 
 
+def comparable(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The trials whose values compare: all of a single-fidelity run; in a multi-fidelity run those at
+    the highest budget any trial has completed so far (an error after fewer epochs or less data does
+    not compare with one after more)."""
+    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
+    return [t for t in trials if t.budget == max(budgets)] if budgets else list(trials)
+
+
+def run_front(
+    trials: Sequence[TrialRecord], objectives: Sequence[ObjectiveInfo], constraints: Sequence[ConstraintInfo]
+) -> Front:
+    """A run's front, the one that report.md, pareto.csv, status, export, draw and ``--compare`` show:
+    the front of its comparable() trials, feasibility as front() judges it."""
+    return front(comparable(trials), objectives, constraints)
+
+
 def normalised_hv(F: np.ndarray, fr: Front) -> float:
     """Hypervolume of minimisation-space points ``F`` (n x m) in the front's unit box."""
     if len(F) == 0:
@@ -236,16 +252,16 @@ def write_report(
 
     ``compare``: runs of the same objectives drawn on hv.png and listed in report.md, every
     hypervolume then normalised in one box spanning all the runs' points. ``initial``: the size
-    of the initial design (marked on hv.png). ``fidelity`` (a nago_spec.fidelity.Fidelity, for a
-    multi-fidelity run): the front, pareto.csv and the hypervolume are those of the trials at the
-    highest budget, and report.md gains a section on the budgets.
+    of the initial design (marked on hv.png). The front, pareto.csv and the hypervolumes are those
+    of each run's comparable() trials (the highest budget completed, in a multi-fidelity run);
+    ``fidelity`` (a nago_spec.fidelity.Fidelity) adds a section on the budgets to report.md.
     """
     onames = [o.name for o in objectives]
     # measured but not objectives: constraint-only and [search].record metrics
     extra = sorted({k for t in trials if t.values for k in t.values} - set(onames))
     every = trials
-    if fidelity is not None:
-        trials = [t for t in every if t.budget == fidelity.max]
+    trials = comparable(every)
+    compare = [Compared(c.label, comparable(c.trials)) for c in compare]
     cols = ["trial", *(["config", "bracket", "rung", "budget"] if fidelity is not None else []), "state",
             *param_names, *onames, *extra]
     if constraints:
@@ -253,7 +269,7 @@ def write_report(
     cols += ["seconds", "host", "device", "fail_reason"]
     rows = trial_rows(every, param_names, onames + extra, constraints)
     write_csv(run_dir / "trials.csv", rows, cols)
-    fr = front(trials, objectives, constraints)
+    fr = run_front(every, objectives, constraints)
     pareto_ids = {t.id for t in fr.pareto}
     write_csv(run_dir / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
     plot_pareto(run_dir / "pareto.png", fr, objectives, constraints)

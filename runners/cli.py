@@ -99,7 +99,7 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
     from nago_spec.draw import draw_architecture
     from nago_spec.errors import StoreError
     from nago_spec.pipeline import DataShape, Evaluator, sample_architecture
-    from nago_spec.report import front
+    from nago_spec.report import run_front
     from nago_spec.seeds import sample_seed
     from nago_spec.spec import load_spec
     from nago_spec.store import Store
@@ -117,7 +117,7 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
         with Store(target / "study.db") as store:
             trials = store.trials()
         if trial is None:
-            best = sorted(front(trials, problem.objectives, problem.constraints).pareto,
+            best = sorted(run_front(trials, problem.objectives, problem.constraints).pareto,
                           key=lambda t: t.values[problem.objectives[0].name] * (1 if problem.objectives[0].direction == "minimize" else -1))
             if not best:
                 raise NagoError(f"{target}: no complete trial to draw yet")
@@ -126,14 +126,16 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
             chosen = next((t for t in trials if t.id == trial), None)
             if chosen is None:
                 raise NagoError(f"{target}: no trial {trial} (trials 0..{len(trials) - 1})")
-        tid, params, what = chosen.id, chosen.params, f"trial {chosen.id} ({chosen.state.value.lower()})"
+        # a promoted trial trained its configuration's architectures
+        tid = chosen.id if chosen.config is None else chosen.config
+        params, what = chosen.params, f"trial {chosen.id} ({chosen.state.value.lower()})"
     else:
         tid = trial or 0
         params = problem.space.from_unit(np.full(problem.space.dim, 0.5))
         what = f"the centre of the space, architecture of trial {tid}"
     arch = sample_architecture(spec, params, sample_seed(spec.seed, tid, 0), DataShape.of(data))
     draw_architecture(arch, out, title=f"{spec.name}: {what}; {arch.param_count():,} parameters, {arch.mac_count():,} MACs")
-    return f"{out}: {what}"
+    return f"{out}: {what}: {arch.param_count():,} parameters"
 
 
 def _print_summary(s: dict[str, Any]) -> None:

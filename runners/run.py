@@ -37,8 +37,8 @@ from nago_spec.pipeline import DataShape, Evaluator, sample_noise
 from nago_spec.report import (
     Compared,
     Front,
-    front,
     normalised_hv,
+    run_front,
     violation,
     write_report,
 )
@@ -361,25 +361,20 @@ def fidelity_rows(trials: Sequence[TrialRecord], problem) -> list[Row]:
 
 
 def _summary(store: Store, problem) -> dict[str, Any]:
-    """Counts, best value per objective and hypervolume, for the progress display."""
+    """Counts, best value per objective (with its trial) and hypervolume, for the progress display and
+    status; of the run's front (run_front)."""
     trials = store.trials()
     counts = {s.value: sum(t.state is s for t in trials) for s in TrialState}
-    fr = front(top_budget(trials), problem.objectives, problem.constraints)
-    best = {}
+    fr = run_front(trials, problem.objectives, problem.constraints)
+    best, best_trial = {}, {}
+    feasible = [t for t, ok in zip(fr.complete, fr.feasible) if ok]
     for o in problem.objectives:
-        vals = [t.values[o.name] for t, ok in zip(fr.complete, fr.feasible) if ok]
-        if vals:
-            best[o.name] = min(vals) if o.direction == "minimize" else max(vals)
-    feas = [t for t, ok in zip(fr.complete, fr.feasible) if ok]
-    hv = normalised_hv(to_minimization([t.values for t in feas], problem.objectives), fr) if feas else 0.0
-    return {"counts": counts, "best": best, "hypervolume": hv}
-
-
-def top_budget(trials: list[TrialRecord]) -> list[TrialRecord]:
-    """The trials whose values compare: all of a single-fidelity run; in a multi-fidelity run those at
-    the highest budget any trial has completed so far (a low-budget error is not comparable)."""
-    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
-    return [t for t in trials if t.budget == max(budgets)] if budgets else trials
+        if feasible:
+            sign = 1 if o.direction == "minimize" else -1
+            t = min(feasible, key=lambda t: (sign * t.values[o.name], t.id))
+            best[o.name], best_trial[o.name] = t.values[o.name], t.id
+    hv = normalised_hv(to_minimization([t.values for t in feasible], problem.objectives), fr) if feasible else 0.0
+    return {"counts": counts, "best": best, "best_trial": best_trial, "hypervolume": hv}
 
 
 def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
@@ -428,7 +423,7 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[Trial
         while queue and len(running) < backend.workers:
             t, k = queue.popleft()
             fut = backend.submit(worker.final_train_export, str(spec_file), str(run_dir), t.id, t.params, k,
-                                 str(models_dir / f"trial_{t.id}_s{k}.onnx"))
+                                 str(models_dir / f"trial_{t.id}_s{k}.onnx"), t.config)
             running[fut] = (t, k)
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in finished:
@@ -539,7 +534,7 @@ def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
                 store.clear_finals()
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0)
-            fr = front(trials, problem.objectives, problem.constraints)
+            fr = run_front(trials, problem.objectives, problem.constraints)
             export_models(spec, spec_file, run_dir, export_selection(spec, fr, problem), backend, problem, store,
                           progress)
         _report(spec, run_dir, trials, problem, wall)
@@ -596,7 +591,7 @@ def status_text(run_dir: Path) -> str:
     with Store(run_dir / "study.db") as store:
         s = _summary(store, problem)
         trials = store.trials()
-    fr = front(top_budget(trials), problem.objectives, problem.constraints)
+    fr = run_front(trials, problem.objectives, problem.constraints)
     c = s["counts"]
     planned = spec.search.budget
     if spec.search.fidelity is not None:
@@ -606,7 +601,7 @@ def status_text(run_dir: Path) -> str:
          f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)"),
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
         *_where_text(trials),
-        "best: " + ", ".join(f"{k} = {v:.6g}" for k, v in s["best"].items()),
+        "best: " + ", ".join(f"{k} = {v:.6g} (trial {s['best_trial'][k]})" for k, v in s["best"].items()),
         f"Pareto front ({len(fr.pareto)}):",
     ]
     for t in fr.pareto:

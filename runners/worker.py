@@ -148,10 +148,12 @@ def evaluate_trial(
 
 
 def final_train_export(
-    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str
+    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str,
+    config: int | None = None,
 ) -> dict[str, Any]:
     """Train architecture ``sample`` of trial ``trial_id``'s generator point for the final budget, test
-    it, export it to ``out`` and time it.
+    it, export it to ``out`` and time it. The architectures are seeded as the search seeded them:
+    from ``config``, the configuration a multi-fidelity trial belongs to, else from the trial.
 
     It trains on this worker's device; the export, its parity check and its timing run on a CPU
     copy, as the model is deployed. Returns ``{"ok": True, "entry": <manifest entry>}`` or
@@ -159,7 +161,8 @@ def final_train_export(
     """
     device = _BINDING.device
     try:
-        return {"ok": True, "entry": _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out), device)}
+        entry = _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out), device, config)
+        return {"ok": True, "entry": entry}
     except NagoError as exc:
         error = str(exc)
     except MemoryError:
@@ -171,7 +174,8 @@ def final_train_export(
 
 
 def _final_train_export(
-    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu"
+    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu",
+    config: int | None = None,
 ) -> dict[str, Any]:
     import json
     import time
@@ -188,7 +192,8 @@ def _final_train_export(
     spec = evaluator.spec
     e = spec.export
     data = load_data(spec_file, full=e.full_data, device=device)
-    seed = sample_seed(spec.seed, trial_id, sample)  # sample 0 is the architecture the search trained
+    # sample 0 is the architecture the search trained (a promotion's: its configuration's)
+    seed = sample_seed(spec.seed, trial_id if config is None else config, sample)
     arch = sample_architecture(spec, params, seed, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
     start = time.perf_counter()

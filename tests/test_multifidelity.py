@@ -129,3 +129,76 @@ def test_status_counts_the_planned_trials_and_shows_the_front_at_the_highest_bud
     top = {t.id for t in _trials(finished) if t.budget == 1.0}
     listed = [int(line.split()[1].rstrip(":")) for line in text.splitlines() if line.startswith("  trial ")]
     assert listed and set(listed) <= top
+
+
+# -- issue 20, point 3: the bugs that lived in the copies of the front and of the seeds ---------------
+
+
+def _copy_run(finished: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_export_of_a_multi_fidelity_run_chooses_from_the_top_budget_and_keeps_its_files(finished, tmp_path):
+    """(a) `nago export DIR` chose among every budget's trials and deleted the files the run had exported."""
+    from runners.run import export_run
+
+    out = _copy_run(finished, tmp_path)
+    before = sorted(p.name for p in (out / "models").glob("*.onnx"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.onnx")}
+    export_run(out, mode="quiet")
+    manifest = json.loads((out / "models" / "manifest.json").read_text())
+    top = {t.id for t in _trials(out) if t.budget == 1.0}
+    assert {m["trial"] for m in manifest["models"]} <= top
+    assert sorted(p.name for p in (out / "models").glob("*.onnx")) == before
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "models").glob("*.onnx")} == stamps  # nothing retrained
+
+
+def test_a_promoted_trial_exports_and_draws_the_architectures_the_search_trained(finished, tmp_path, capsys):
+    """(b) export and draw seeded a promotion's architectures from its own id, not its configuration's."""
+    from nago_spec.seeds import sample_seed
+    from runners.cli import main
+
+    trials = {t.id: t for t in _trials(finished)}
+    manifest = json.loads((finished / "models" / "manifest.json").read_text())
+    promoted = [m for m in manifest["models"] if trials[m["trial"]].config != m["trial"]]
+    assert promoted  # the top budget holds promotions only here
+    for m in promoted:
+        t = trials[m["trial"]]
+        assert m["seed"] == sample_seed(0, t.config, m["sample"])
+        if m["sample"] == 0:  # sample 0 is the network the search trained and measured
+            assert m["params"] == t.values["params"]
+    t = trials[promoted[0]["trial"]]
+    png = tmp_path / "drawn.png"
+    assert main(["draw", str(finished), "--trial", str(t.id), "--out", str(png)]) == 0
+    assert f"trial {t.id} (complete): {int(t.values['params']):,} parameters" in capsys.readouterr().out
+
+
+def test_compare_and_status_use_the_report_s_front(finished, tmp_path, capsys):
+    """(c) `report --compare` of a multi-fidelity run mixed budgets; (d) status and report.md could show
+    different fronts (status took the highest budget completed so far, the report [search.fidelity].max),
+    and status's best values did not say which trial each came from."""
+    import csv
+    import sqlite3
+
+    from runners.run import report_run, status_text
+
+    out = _copy_run(finished, tmp_path)
+    conn = sqlite3.connect(out / "study.db")  # a run stopped before any trial of the top budget finished
+    conn.execute("UPDATE trials SET state = 'PENDING', \"values\" = NULL WHERE budget = 1.0")
+    conn.commit()
+    conn.close()
+    report_run(out, compare=[out])
+    pareto = sorted(int(r["trial"]) for r in csv.DictReader((out / "pareto.csv").open()))
+    text = status_text(out)
+    listed = sorted(int(line.split()[1].rstrip(":")) for line in text.splitlines() if line.startswith("  trial "))
+    assert pareto and listed == pareto
+    assert {t.budget for t in _trials(out) if t.id in pareto} == {0.5}
+    best = next(line for line in text.splitlines() if line.startswith("best: "))
+    assert "(trial " in best
+    report = (out / "report.md").read_text()
+    mine, other = [line for line in report.splitlines() if line.startswith("  - ")][:2]
+    assert mine.split(": ")[1] == other.split(": ")[1]  # the run compared with itself: one hypervolume
