@@ -748,10 +748,14 @@ def _version(v: Any) -> int:
 
 def _existing_path(base: Path) -> Rule:
     def rule(v: Any) -> Path:
-        if not isinstance(v, str) or not v:
-            raise _Invalid("must be a path (a string), relative to the spec file or absolute")
+        if not isinstance(v, str) or not v or "\x00" in v:
+            raise _Invalid("must be a path (a string without NUL characters), relative to the spec file or absolute")
         resolved = (base / Path(v).expanduser()).resolve()
-        if not resolved.exists():
+        try:
+            exists = resolved.exists()
+        except OSError as exc:  # a name too long for the file system, ...
+            raise _Invalid(f"not a usable path: {exc.strerror or exc}") from None
+        if not exists:
             raise _Invalid(f"no such file or directory ({resolved})")
         return resolved
 
@@ -1219,7 +1223,7 @@ def _level(rep: _Report, level: str, table: dict[str, Any]) -> LevelSpec:
                            "needs a weight that can be > 0")
         merge = merge if weights is None else weights
     graph = table.get("graph", DEFAULT_GRAPHS[level])
-    if graph not in GRAPH_MODELS:
+    if not isinstance(graph, str) or graph not in GRAPH_MODELS:
         rule = _choice("graph model", GRAPH_MODELS.names())
         try:
             rule(graph)
