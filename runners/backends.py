@@ -72,6 +72,21 @@ def _alarm(timeout: float | None) -> Iterator[bool]:
         signal.signal(signal.SIGALRM, previous)
 
 
+#: A call every fresh worker makes before it takes its first timed call: ``(fn, args)``.
+Warmup = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def _warm(warmup: Warmup | None) -> None:
+    """Run a worker's warm-up; its failure is left to the calls, which meet it again and report it."""
+    if warmup is None:
+        return
+    fn, args = warmup
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the first call will fail with the same cause, as data
+        log.debug("worker warm-up failed: %s: %s", type(exc).__name__, exc)
+
+
 class WorkerLost(Exception):
     """The worker process running a call died before returning."""
 
@@ -103,9 +118,10 @@ class LocalBackend(Backend):
     thread; it interrupts Python code, and a C call (one torch op) only when it returns.
     """
 
-    def __init__(self, workers: int | None = None, binding: Binding | None = None):
+    def __init__(self, workers: int | None = None, binding: Binding | None = None, warmup: Warmup | None = None):
         self.workers = 1
         init_worker(binding)
+        _warm(warmup)
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         fut: Future = Future()
@@ -125,10 +141,12 @@ class LocalBackend(Backend):
 # -- process pool -----------------------------------------------------------------------------------
 
 
-def _serve(conn: multiprocessing.connection.Connection, binding: Binding | None = None) -> None:
-    """A worker process: bind to its device, say it is ready, then run each ``(fn, args)`` received and
-    send back ``(ok, result or exception)``."""
+def _serve(conn: multiprocessing.connection.Connection, binding: Binding | None = None,
+           warmup: Warmup | None = None) -> None:
+    """A worker process: bind to its device, warm up, say it is ready, then run each ``(fn, args)``
+    received and send back ``(ok, result or exception)``."""
     init_worker(binding)
+    _warm(warmup)
     conn.send(None)  # ready: a call's time limit must not count the worker's start-up (imports)
     while True:
         try:
@@ -175,12 +193,16 @@ class ProcessBackend(Backend):
     A dispatcher thread hands queued calls to idle workers and completes the futures.
 
     ``bindings`` (nago_spec.device.worker_bindings) gives worker ``i`` its device for its whole
-    life, a replacement included; their number is the number of workers.
+    life, a replacement included; their number is the number of workers. ``warmup`` runs in every
+    fresh worker before it is ready (loading the spec, its callables and the data), so a call's time
+    limit never counts it.
     """
 
-    def __init__(self, workers: int | None = None, bindings: list[Binding] | None = None):
+    def __init__(self, workers: int | None = None, bindings: list[Binding] | None = None,
+                 warmup: Warmup | None = None):
         self.workers = len(bindings) if bindings else workers or os.cpu_count() or 1
         self._bindings = bindings or [None] * self.workers
+        self._warmup = warmup
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: collections.deque[_Task] = collections.deque()
         self._lock = threading.Lock()
@@ -192,7 +214,7 @@ class ProcessBackend(Backend):
 
     def _spawn(self, i: int) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_serve, args=(child, self._bindings[i]), daemon=True,
+        process = self._ctx.Process(target=_serve, args=(child, self._bindings[i], self._warmup), daemon=True,
                                     name=f"nago-worker-{i}")
         process.start()
         child.close()
@@ -315,6 +337,8 @@ class ProcessBackend(Backend):
 _RAY_THREADS: int | None = None
 #: The CUDA_VISIBLE_DEVICES this Ray worker's CUDA was initialised under (None: not initialised yet).
 _RAY_VISIBLE_AT_INIT: tuple[str, ...] | None = None
+#: The warm-ups this Ray worker process has run.
+_RAY_WARMED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -324,12 +348,12 @@ class _TimedOut:
     seconds: float
 
 
-def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, fn: Callable[..., Any],
-              *args: Any) -> Any:
+def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, warmup: Warmup | None,
+              fn: Callable[..., Any], *args: Any) -> Any:
     """A Ray task: the worker set-up once per Ray worker process, the task's device (with
     ``gpu_share``, the GPU Ray assigned it, its memory capped at that share when it is a fraction),
-    then the call under its time limit, which starts here, not at submission (a fresh Ray worker may
-    take seconds to start)."""
+    the warm-up once per process, then the call under its time limit, which starts here, not at
+    submission (a fresh Ray worker may take seconds to start)."""
     global _RAY_THREADS, _RAY_VISIBLE_AT_INIT
     import torch
 
@@ -344,6 +368,9 @@ def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, fn: 
         set_binding(Binding(ray_device(ids, _RAY_VISIBLE_AT_INIT), None, share, str(ids[0])))
     else:
         set_binding(Binding("cpu"))
+    if warmup is not None and repr(warmup) not in _RAY_WARMED:
+        _warm(warmup)
+        _RAY_WARMED.add(repr(warmup))
     try:
         with _alarm(timeout):
             return fn(*args)
@@ -370,7 +397,7 @@ class RayBackend(Backend):
     """
 
     def __init__(self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, use_gpu: bool = True):
+                 num_gpus: float = 0.0, use_gpu: bool = True, warmup: Warmup | None = None):
         try:
             import ray
         except ImportError as exc:
@@ -393,6 +420,7 @@ class RayBackend(Backend):
         self.workers = workers or max(1, slots)
         self._threads = max(1, int(num_cpus))
         self._gpu_share = num_gpus if num_gpus > 0 and use_gpu else None
+        self._warmup = warmup
         self._remote = ray.remote(_ray_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
         self._timers: list[threading.Timer] = []
 
@@ -402,7 +430,7 @@ class RayBackend(Backend):
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Future:
         ray = self._ray
-        ref = self._remote.remote(self._threads, timeout, self._gpu_share, fn, *args)
+        ref = self._remote.remote(self._threads, timeout, self._gpu_share, self._warmup, fn, *args)
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
         done = threading.Lock()  # the first of the task's end and its timer settles the future
@@ -454,11 +482,12 @@ BACKENDS.register("ray", RayBackend)
 
 def make_backend(name: str, workers: int | None, **options: Any) -> Backend:
     """The backend ``name``; ``options`` go to those that take them: Ray's address, num_cpus, num_gpus
-    and use_gpu, the process pool's ``bindings``, the local backend's ``binding``."""
+    and use_gpu, the process pool's ``bindings``, the local backend's ``binding``; every built-in
+    backend takes ``warmup``."""
     if name == "ray":
         return RayBackend(workers, **options)
-    if name == "process" and options.get("bindings"):
-        return ProcessBackend(workers, options["bindings"])
-    if name == "local" and options.get("binding"):
-        return LocalBackend(workers, options["binding"])
+    if name == "process":
+        return ProcessBackend(workers, options.get("bindings"), options.get("warmup"))
+    if name == "local":
+        return LocalBackend(workers, options.get("binding"), options.get("warmup"))
     return BACKENDS.get(name)(workers)

@@ -137,7 +137,7 @@ def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
     strategy = STRATEGIES.get(spec.search.strategy)(
         problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
-    backend = backend_of(spec, placement)
+    backend = backend_of(spec, placement, warmup=(worker.prepare, (str(spec_file), str(run_dir))))
     total = spec.search.budget
     if spec.search.fidelity is not None:
         total = planned_trials(hyperband(spec), spec.search.budget)
@@ -224,17 +224,18 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
     return placement
 
 
-def backend_of(spec: Spec, placement: Placement | None = None) -> Backend:
-    """The spec's backend, its workers bound to ``placement``'s devices (default: placement_of(spec))."""
+def backend_of(spec: Spec, placement: Placement | None = None, warmup=None) -> Backend:
+    """The spec's backend, its workers bound to ``placement``'s devices (default: placement_of(spec)),
+    each running ``warmup`` (runners.backends.Warmup) before its first call."""
     r = spec.run
     placement = placement or placement_of(spec)
     if r.backend == "ray":
         return make_backend("ray", r.workers, address=r.address, num_cpus=r.num_cpus, num_gpus=r.num_gpus,
-                            use_gpu=placement.kind == "cuda")
+                            use_gpu=placement.kind == "cuda", warmup=warmup)
     if r.backend == "local":
-        return make_backend("local", 1, binding=local_binding(placement))
+        return make_backend("local", 1, binding=local_binding(placement), warmup=warmup)
     workers = r.workers or default_workers(placement, r.workers_per_device, os.cpu_count())
-    return make_backend(r.backend, workers, bindings=worker_bindings(placement, workers))
+    return make_backend(r.backend, workers, bindings=worker_bindings(placement, workers), warmup=warmup)
 
 
 def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall: float,

@@ -116,6 +116,17 @@ def _cached_data(dataset, path, val_fraction, seed, limit, classes, device="cpu"
     return load_dataset(dataset, path, val_fraction=val_fraction, seed=seed, limit=limit, classes=classes)
 
 
+def prepare(spec_file: str, run_dir: str | None) -> None:
+    """A worker's warm-up for a run: the pipeline's modules, the spec, its evaluator (with the custom
+    callables imported) and the data on this worker's device, loaded before the first trial's clock
+    starts (runners.backends: warmup). Errors surface again in the trial and are recorded there."""
+    import nago_spec.network  # noqa: F401 - imported here so that no trial pays for it
+    import nago_spec.train  # noqa: F401
+
+    _evaluator(spec_file, run_dir)
+    load_data(spec_file, device=_BINDING.device)
+
+
 def evaluate_trial(
     spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
     config: int | None = None,

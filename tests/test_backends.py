@@ -256,3 +256,41 @@ def test_run_on_ray_records_failures_like_the_process_backend(tmp_path, ray_back
     raised, timed_out = sorted(failed, key=lambda e: e.startswith("exceeded"))
     assert raised.endswith("raised ValueError: the first call raises")
     assert timed_out == "exceeded the trial time limit of 4 s; the call was interrupted"  # the task's own alarm
+
+
+def test_the_time_limit_does_not_count_a_workers_warm_up_for_the_run(tmp_path):
+    """Issue 20 (3e): a fresh worker's first trial paid for parsing the spec and importing its callables
+    (and loading the data), so a short trial_timeout killed healthy trials, again in each replacement.
+    The callable here takes 3 s to import and 0 s to run, under a 2 s limit."""
+    (tmp_path / "slow_import.py").write_text(textwrap.dedent("""
+        import time
+        time.sleep(3)
+
+        def f(params):
+            return {"f1": params["x1"], "f2": 1 - params["x1"]}
+    """))
+    spec = tmp_path / "slow.toml"
+    spec.write_text(textwrap.dedent("""
+        version = 1
+        name = "slow"
+        [space]
+        kind = "params"
+        [space.params]
+        x1 = { type = "float", low = 0.0, high = 1.0 }
+        [[objectives]]
+        name = "f1"
+        callable = "slow_import.py:f"
+        [[objectives]]
+        name = "f2"
+        callable = "slow_import.py:f"
+        [search]
+        strategy = "random"
+        budget = 3
+        [run]
+        backend = "process"
+        workers = 2
+        trial_timeout = 2
+    """))
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, mode="quiet"))
+    assert [(t.state, t.error) for t in _states(out)] == [(TrialState.COMPLETE, None)] * 3
