@@ -416,6 +416,22 @@ class Spec:
             **{k: v for k, v in given.items() if v is not None},
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None) -> Spec:
+        """A spec from a mapping laid out like the TOML file (tables as dicts, arrays of tables as lists
+        of dicts), with the same validation and one-line errors (``<dict>: [train].epochs = ...``).
+        Tuples are read as lists and Paths as strings; a None value counts as absent. Relative paths
+        resolve against ``base_dir`` (default: the working directory); the name defaults to "spec".
+        """
+        if not isinstance(data, Mapping):
+            raise SpecError([f"<dict>: a spec must be a mapping of its tables, not {type(data).__name__}"])
+        return _validated(_as_toml_data(data), None, "<dict>", _virtual_file(base_dir))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Spec:
+        """This spec with ``overrides`` (nested like the file; None values absent) merged over it and
+        validated again; errors name this spec's file."""
+        return _validated(self.to_dict(), overrides, str(self.path), self.path)
+
     def search_dict(self) -> dict[str, Any]:
         """to_dict() less what does not change the search (``name``, ``run``, ``export``) and less the
         [train] keys added since runs were first stored when they hold their defaults, so that a run
@@ -513,17 +529,36 @@ def _param_dict(p: ParamSpec) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Spec:
-    """Read, merge ``overrides`` over, and validate a spec file.
+def load_spec(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None, *,
+    text: str | None = None, base_dir: str | os.PathLike[str] | None = None,
+) -> Spec:
+    """Read, merge ``overrides`` over, and validate a spec file, or the TOML ``text`` of one.
 
     ``overrides`` is nested like the file (``{"search": {"budget": 10}}``); a None value means "not
-    given" so a command line can pass its unset options through. Raises SpecError carrying one line
-    per problem found anywhere in the file.
+    given" so a command line can pass its unset options through. A spec given as ``text`` resolves
+    its relative paths against ``base_dir`` (default: the working directory) and is named "spec"
+    unless it says otherwise. Raises SpecError carrying one line per problem found anywhere in the
+    spec, each starting with the file's name (``<text>`` for text).
     """
+    if (path is None) == (text is None):
+        raise TypeError("load_spec takes a path or text=, not both or neither")
+    if text is not None:
+        if not isinstance(text, str):
+            raise SpecError([f"<text>: must be TOML text (a str), not {type(text).__name__}"])
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError([f"<text>: invalid TOML: {exc}"]) from None
+        return _validated(raw, overrides, "<text>", _virtual_file(base_dir))
     shown = str(path)
     file = Path(path).resolve()
     if not file.is_file():
-        raise SpecError([f"{shown}: no such file"])
+        what = "no such file"
+        if file.is_dir():
+            what = "a directory, not a spec file" + (
+                f" (to resume the run in it, give {Path(shown) / 'spec.toml'})" if (file / "spec.toml").is_file() else "")
+        raise SpecError([f"{shown}: {what}"])
     try:
         with open(file, "rb") as f:
             raw = tomllib.load(f)
@@ -531,6 +566,16 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
         raise SpecError([f"{shown}: invalid TOML: {exc}"]) from None
     except UnicodeDecodeError:
         raise SpecError([f"{shown}: invalid TOML: the file is not UTF-8 text"]) from None
+    return _validated(raw, overrides, shown, file)
+
+
+def _virtual_file(base_dir: str | os.PathLike[str] | None) -> Path:
+    """Where a spec given as text or a dict stands: a file "spec.toml" in ``base_dir`` (default: the
+    working directory), against which its relative paths resolve."""
+    return Path(base_dir or ".").resolve() / "spec.toml"
+
+
+def _validated(raw: dict[str, Any], overrides: Mapping[str, Any] | None, shown: str, file: Path) -> Spec:
     if overrides:
         raw = _merge(raw, overrides)
     report = _Report(shown)
@@ -553,9 +598,10 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _as_toml_data(value: Any) -> Any:
-    """Override values as tomllib would have parsed them (tuples -> lists, mappings -> dicts)."""
+    """Python values as tomllib would have parsed them (tuples -> lists, mappings -> dicts, Paths ->
+    strings; None entries of a mapping dropped)."""
     if isinstance(value, Mapping):
-        return {k: _as_toml_data(v) for k, v in value.items() if v is not None}
+        return {str(k) if not isinstance(k, str) else k: _as_toml_data(v) for k, v in value.items() if v is not None}
     if isinstance(value, (tuple, list)):
         return [_as_toml_data(v) for v in value]
     if isinstance(value, Path):

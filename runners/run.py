@@ -123,10 +123,14 @@ def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out or ["?"]
 
 
-def run(spec_path: Path, opts: RunOptions = RunOptions()) -> Path:
-    """Run (or resume) the search a spec declares; returns the run directory."""
-    spec = load_spec(spec_path, overrides(opts) or None)
-    placement = placement_of(spec, str(spec_path))  # a device the machine lacks stops here, before any trial
+def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
+    """Run (or resume) the search a spec (a file, or a Spec already loaded) declares; returns the run
+    directory."""
+    if isinstance(spec_path, Spec):
+        spec = spec_path.with_overrides(overrides(opts)) if overrides(opts) else spec_path
+    else:
+        spec = load_spec(spec_path, overrides(opts) or None)
+    placement = placement_of(spec, str(spec_path if not isinstance(spec_path, Spec) else spec.path))  # before any trial
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
     spec_file = prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()

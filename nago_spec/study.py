@@ -1,0 +1,111 @@
+"""A search and its run directory as one Python object: what ``nago run``, ``status``, ``report`` and
+``export`` do, for a notebook or a script.
+
+    from nago_spec import Study
+    from nago_spec.spec import Spec
+
+    study = Study.create(Spec.from_dict({...}), "runs/mine")   # or a spec file's path, or load_spec(text=...)
+    study.optimize()             # runs (or resumes) the search, then the final training and export
+    study.front()                # the run's front: the trials report.md and pareto.csv list
+    study.export()               # the final training and ONNX export again, continuing where it stopped
+
+``Study.open("runs/mine")`` reopens a run directory; ``optimize`` on it resumes the search, exactly
+as ``nago run`` on the same spec would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nago_spec.errors import StoreError
+from nago_spec.spec import Spec, load_spec
+from nago_spec.store import Store, TrialRecord
+
+
+class Study:
+    """One run: its spec and its directory (study.db, spec.toml, the reports and models/)."""
+
+    def __init__(self, spec: Spec, directory: Path):
+        self.spec = spec
+        self.directory = directory
+
+    def __repr__(self) -> str:
+        return f"Study({self.spec.name!r}, {str(self.directory)!r})"
+
+    @classmethod
+    def create(cls, spec: Spec | Mapping[str, Any] | str | os.PathLike[str], directory: str | os.PathLike[str] | None = None,
+               *, force_new: bool = False) -> Study:
+        """A study of ``spec`` (a Spec, a mapping laid out like the TOML file, or a spec file's path) in
+        ``directory`` (default ``runs/<name>``).
+
+        A directory that already holds a run of the same search is taken over, to be resumed; one
+        holding another search is refused (StoreError naming what changed) unless ``force_new``,
+        which discards it.
+        """
+        from runners.run import prepare_run_dir
+
+        if isinstance(spec, Mapping):
+            spec = Spec.from_dict(spec)
+        elif not isinstance(spec, Spec):
+            spec = load_spec(spec)
+        run_dir = Path(directory if directory is not None else Path("runs") / spec.name).resolve()
+        prepare_run_dir(spec, run_dir, force_new)
+        return cls(spec, run_dir)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> Study:
+        """The study in an existing run directory (its spec.toml, as the run resolved it)."""
+        run_dir = Path(directory).resolve()
+        if not (run_dir / "spec.toml").is_file():
+            raise StoreError(f"{directory}: not a run directory (no spec.toml)")
+        return cls(load_spec(run_dir / "spec.toml"), run_dir)
+
+    def optimize(self, budget: int | None = None, *, backend: str | None = None, workers: int | None = None,
+                 device: str | None = None, progress: str = "auto") -> Study:
+        """Run the search to ``budget`` evaluations (default: the spec's; a larger one extends a
+        finished run), then, in network mode, the final training and export, as ``nago run`` does.
+        ``backend``, ``workers`` and ``device`` override the spec's [run] for this call;
+        ``progress``: auto, rich, plain, quiet or json. Resumes whatever an earlier call or a killed
+        run left. Returns the study."""
+        from runners.run import RunOptions, run
+
+        run(self.spec, RunOptions(out=self.directory, budget=budget, backend=backend, workers=workers, device=device,
+                                  mode=progress))
+        self.spec = load_spec(self.directory / "spec.toml")
+        return self
+
+    def trials(self) -> list[TrialRecord]:
+        """Every trial, in the order they were proposed (none before the first optimize)."""
+        if not (self.directory / "study.db").exists():
+            return []
+        with Store(self.directory / "study.db") as store:
+            return store.trials()
+
+    def front(self) -> list[TrialRecord]:
+        """The non-dominated feasible trials (the least violating ones when none is feasible), at the
+        highest budget completed in a multi-fidelity run: the front of report.md and pareto.csv."""
+        from nago_spec.pipeline import Evaluator
+        from nago_spec.report import run_front
+
+        problem = Evaluator(self.spec, self.directory).problem(None)
+        return run_front(self.trials(), problem.objectives, problem.constraints).pareto
+
+    def export(self, force: bool = False, progress: str = "quiet") -> dict[str, Any]:
+        """The final training and ONNX export of the chosen front points (``nago export``): continues an
+        interrupted one, ``force`` retrains every model. Returns manifest.json's content."""
+        import json
+
+        from runners.run import export_run
+
+        return json.loads(export_run(self.directory, progress, force).read_text())
+
+    def report(self, compare: Sequence[Study | str | os.PathLike[str]] = ()) -> Path:
+        """Rewrite report.md, trials.csv, pareto.csv and the plots (``nago report``); ``compare``: other
+        studies or run directories of the same objectives, drawn on hv.png. Returns report.md's path."""
+        from runners.run import report_run
+
+        others = [c.directory if isinstance(c, Study) else Path(c) for c in compare]
+        return report_run(self.directory, others)
