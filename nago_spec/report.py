@@ -373,10 +373,19 @@ def _final_section(m: dict[str, Any]) -> list[str]:
 
     lines += _md_table(
         [{"trial": p["trial"], "samples": p["samples"], "params": pm(p["params"], digits=0),
-          "test accuracy %": pm(p["test_accuracy"], 100), "val accuracy %": pm(p["val_accuracy"], 100)}
+          "test accuracy %": pm(p["test_accuracy"], 100), "val accuracy %": pm(p["val_accuracy"], 100),
+          "search val accuracy %": "" if p.get("search_val_accuracy") is None else f"{100 * p['search_val_accuracy']:.2f}"}
          for p in m["points"]],
-        ["trial", "samples", "params", "test accuracy %", "val accuracy %"],
+        ["trial", "samples", "params", "test accuracy %", "val accuracy %", "search val accuracy %"],
     )
+    below = [p for p in m["points"] if p.get("below_search")]
+    if below:
+        lines += ["", (f"**The final training lost accuracy against the search** on {len(below)} of {len(m['points'])} "
+                       "point(s): sample 0 retrains the very architecture the search measured, on the same validation "
+                       "split, yet ends lower (trial " + ", ".join(str(p["trial"]) for p in below) + "). The final "
+                       f"recipe ({f['epochs']:g} epochs, augmentation: {aug}) does not suit these networks: "
+                       + ("try it without the augmentation, or with more epochs." if aug != "none" else
+                          "try the search's number of epochs, or another learning rate."))]
     rows = []
     for e in m["models"]:
         row = {"file": e["file"], "params": e["params"], "test accuracy %": f"{100 * e['metrics']['test_accuracy']:.2f}",

@@ -489,6 +489,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
             "params": _mean_std([m["params"] for m in mine]),
             "test_accuracy": _mean_std([m["metrics"]["test_accuracy"] for m in mine]),
             "val_accuracy": _mean_std([m["metrics"]["val_accuracy"] for m in mine]),
+            **_against_search(t, mine),
         })
     return {
         "spec": spec.name,
@@ -513,6 +514,24 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
         "models": models,
         "failed": failed,
     }
+
+
+#: A final model's validation accuracy this far below the search's measurement of the same architecture
+#: (sample 0) flags the final recipe as unsuited to it (report.md says so); less is within the noise of
+#: two trainings on a small validation split (the quickstart's 287 images: 1 image is 0.35 points).
+BELOW_SEARCH = 0.02
+
+
+def _against_search(t: TrialRecord, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search's validation accuracy of the architecture the final training's sample 0 retrained, and
+    whether the final recipe fell below it (more epochs and augmentation should not lose accuracy on
+    the same validation split; when they do, the augmentation usually does not suit the network or
+    the image size)."""
+    searched = [smp.get("train", {}).get("val_accuracy") for smp in t.samples[:1]]
+    final = [m["metrics"]["val_accuracy"] for m in models if m["sample"] == 0]
+    if not searched or searched[0] is None or not final:
+        return {}
+    return {"search_val_accuracy": searched[0], "below_search": final[0] < searched[0] - BELOW_SEARCH}
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:
