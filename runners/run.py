@@ -489,7 +489,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
             "params": _mean_std([m["params"] for m in mine]),
             "test_accuracy": _mean_std([m["metrics"]["test_accuracy"] for m in mine]),
             "val_accuracy": _mean_std([m["metrics"]["val_accuracy"] for m in mine]),
-            **_against_search(t, mine),
+            **_against_search(t, mine, comparable=not e.full_data),
         })
     return {
         "spec": spec.name,
@@ -522,16 +522,17 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
 BELOW_SEARCH = 0.02
 
 
-def _against_search(t: TrialRecord, models: list[dict[str, Any]]) -> dict[str, Any]:
+def _against_search(t: TrialRecord, models: list[dict[str, Any]], comparable: bool = True) -> dict[str, Any]:
     """The search's validation accuracy of the architecture the final training's sample 0 retrained, and
     whether the final recipe fell below it (more epochs and augmentation should not lose accuracy on
     the same validation split; when they do, the augmentation usually does not suit the network or
-    the image size)."""
+    the image size). Not ``comparable`` (``[export].full_data``: another validation split): no verdict."""
     searched = [smp.get("train", {}).get("val_accuracy") for smp in t.samples[:1]]
     final = [m["metrics"]["val_accuracy"] for m in models if m["sample"] == 0]
     if not searched or searched[0] is None or not final:
         return {}
-    return {"search_val_accuracy": searched[0], "below_search": final[0] < searched[0] - BELOW_SEARCH}
+    below = final[0] < searched[0] - BELOW_SEARCH if comparable else None
+    return {"search_val_accuracy": searched[0], "below_search": below}
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:
