@@ -98,6 +98,14 @@ def tiny_spec(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture
+def tiny_search(tmp_path) -> Path:
+    """tiny_spec without the final training and export (5-9 s a run), for tests of the search alone."""
+    path = tmp_path / "tiny_search.toml"
+    path.write_text(TINY_SPEC.replace("[export]\n", "[export]\nonnx = false\n"))
+    return path
+
+
 def trial_counts(db: Path) -> dict[str, int]:
     """Trials per state, read with a plain connection (the run holds the store; WAL lets us read)."""
     if not db.exists():

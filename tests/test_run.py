@@ -72,8 +72,9 @@ def test_recorded_objectives_are_stored_but_never_searched(tmp_path):
         run(spec, RunOptions(out=out, mode="quiet"))
         return out
 
-    plain = go("plain", TINY_SPEC)
-    text = TINY_SPEC.replace("[search]\n", '[search]\nrecord = ["test_error", "flops"]\n')
+    search_only = TINY_SPEC.replace("[export]\n", "[export]\nonnx = false\n")  # the export is not the point here
+    plain = go("plain", search_only)
+    text = search_only.replace("[search]\n", '[search]\nrecord = ["test_error", "flops"]\n')
     recorded = go("recorded", text)
     a, b = _values(plain), _values(recorded)
     assert [p for p, _, _ in a.values()] == [p for p, _, _ in b.values()]
@@ -141,17 +142,17 @@ def test_trial_left_running_by_a_killed_run_is_requeued(tiny_spec, tmp_path):
     assert len(trials) == 2 and all(state is TrialState.COMPLETE for _, _, state in trials.values())
 
 
-def test_same_seed_same_run(tiny_spec, tmp_path):
-    a = run(tiny_spec, RunOptions(out=tmp_path / "a", budget=3, mode="quiet"))
-    b = run(tiny_spec, RunOptions(out=tmp_path / "b", budget=3, mode="quiet"))
+def test_same_seed_same_run(tiny_search, tmp_path):
+    a = run(tiny_search, RunOptions(out=tmp_path / "a", budget=3, mode="quiet"))
+    b = run(tiny_search, RunOptions(out=tmp_path / "b", budget=3, mode="quiet"))
     assert _values(a) == _values(b)
 
 
-def test_changed_search_is_refused_then_force_new(tiny_spec, tmp_path):
+def test_changed_search_is_refused_then_force_new(tiny_search, tmp_path):
     out = tmp_path / "run"
-    run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
-    changed = tiny_spec.with_name("changed.toml")
-    changed.write_text(tiny_spec.read_text().replace("epochs = 1", "epochs = 2"))
+    run(tiny_search, RunOptions(out=out, budget=2, mode="quiet"))
+    changed = tiny_search.with_name("changed.toml")
+    changed.write_text(tiny_search.read_text().replace("epochs = 1", "epochs = 2"))
     with pytest.raises(StoreError, match=r"train\.epochs"):
         run(changed, RunOptions(out=out, budget=2, mode="quiet"))
     run(changed, RunOptions(out=out, budget=1, force_new=True, mode="quiet"))
@@ -234,11 +235,11 @@ def test_rerunning_a_finished_run_keeps_its_models(tiny_spec, tmp_path):
     assert model.stat().st_mtime_ns == stamp and len(_values(out)) == 2
 
 
-def test_a_rewritten_spec_is_not_served_from_a_stale_cache(tiny_spec, tmp_path):
+def test_a_rewritten_spec_is_not_served_from_a_stale_cache(tiny_search, tmp_path):
     out = tmp_path / "run"
-    run(tiny_spec, RunOptions(out=out, budget=1, mode="quiet"))
-    changed = tiny_spec.with_name("changed.toml")
-    changed.write_text(tiny_spec.read_text().replace("epochs = 1", "epochs = 0.5"))
+    run(tiny_search, RunOptions(out=out, budget=1, mode="quiet"))
+    changed = tiny_search.with_name("changed.toml")
+    changed.write_text(tiny_search.read_text().replace("epochs = 1", "epochs = 0.5"))
     run(changed, RunOptions(out=out, budget=1, force_new=True, mode="quiet"))
     with Store(out / "study.db") as s:
         assert s.trials()[0].samples[0]["train"]["epochs"] < 0.6  # 9 of 17 steps, not the stale 1 epoch
