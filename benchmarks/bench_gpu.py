@@ -12,8 +12,8 @@ and the steps a trial needs before it pays (specs/06 trains ~700 steps a trial o
 ~140 on its 10k subsample).
 
 Part 2 (``search``): specs/06_cifar10_jpg.toml with ``--budget`` trials and no export, run on the
-GPU (``[run].device = "cuda"``: GPUs x workers_per_device workers) and on the CPU as this project's
-machine runs it (``device = "cpu"``, 2 workers of one thread); the same seeds, so the same trials.
+GPU (``[run].device = "cuda"``, two workers per GPU) and on the CPU as this project's machine runs it
+(``device = "cpu"``, 2 workers of one thread); the same seeds, so the same trials.
 Prints both wall times and the ratio (target >= 10x). Needs the CIFAR-10 JPEG copy (``--data``).
 
 Skips, saying why, where torch sees no CUDA GPU. ``--allow-cpu`` runs part 1 on the CPU instead
@@ -175,11 +175,13 @@ def search(args) -> dict:
     result = {"budget": args.budget}
     print(f"\npart 2: {SPEC.name}, {args.budget} trials, no export")
     with tempfile.TemporaryDirectory() as tmp:
-        for where, run_keys in (("gpu", {"device": "cuda"}), ("cpu", {"device": "cpu", "workers": 2})):
+        gpu_workers = 2 * torch.cuda.device_count()  # two small networks per GPU
+        for where, run_keys in (("gpu", {"device": "cuda", "workers_per_device": 2, "workers": gpu_workers}),
+                                ("cpu", {"device": "cpu", "workers": 2})):
             if where == "gpu" and not torch.cuda.is_available():
                 continue
             spec = load_spec(SPEC, {"data": data, "search": {"budget": args.budget}, "export": {"onnx": False},
-                                    "run": {"backend": "process", "workers": None, **run_keys}})
+                                    "run": {"backend": "process", **run_keys}})
             path = Path(tmp) / f"{where}.toml"
             path.write_text(dump_toml(spec))
             t = time.perf_counter()
@@ -192,7 +194,7 @@ def search(args) -> dict:
                              "states": sorted({t.state.value for t in trials}),
                              "devices": sorted({t.device or "?" for t in trials}),
                              "errors": [t.values.get("error") for t in trials if t.values]}
-            print(f"  {where}: {wall:7.1f} s wall, median trial {result[where]['trial_s_median'] or 0:.1f} s, "
+            print(f"  {where} ({spec.run.workers} workers): {wall:7.1f} s wall, median trial {result[where]['trial_s_median'] or 0:.1f} s, "
                   f"devices {result[where]['devices']}, states {result[where]['states']}")
     if "gpu" in result and "cpu" in result:
         result["speedup"] = result["cpu"]["wall_s"] / result["gpu"]["wall_s"]
