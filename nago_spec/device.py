@@ -88,11 +88,13 @@ def machine(details: bool = True) -> Machine:
 @dataclass(frozen=True)
 class Placement:
     """A resolved device: ``kind`` "cpu", "cuda" or "mps" and, for CUDA, the visible GPUs the run
-    uses (``CUDA_VISIBLE_DEVICES`` entries) with their indices among those torch sees."""
+    uses (``CUDA_VISIBLE_DEVICES`` entries) with their indices among those torch sees; ``precision``
+    the run's resolved [train].precision there (runners.run.placement_of fills it in)."""
 
     kind: str
     gpus: tuple[str, ...] = ()
     indices: tuple[int, ...] = ()
+    precision: str = "fp32"
 
 
 def resolve_device(requested: str, m: Machine) -> Placement:

@@ -285,10 +285,9 @@ class Evaluator:
             from nago_spec.data import train_fraction
 
             data = train_fraction(data, budget, self.spec.seed)
-        if device != "cpu":
-            from nago_spec.train import on_device
+        from nago_spec.train import on_device
 
-            data = on_device(data, device)
+        data = on_device(data, device)  # the worker's cached copy is there already: no copy
         samples = []
         for s in range(t.samples_per_point):
             seed = sample_seed(self.spec.seed, trial_id, s)

@@ -601,7 +601,7 @@ def _as_toml_data(value: Any) -> Any:
     """Python values as tomllib would have parsed them (tuples -> lists, mappings -> dicts, Paths ->
     strings; None entries of a mapping dropped)."""
     if isinstance(value, Mapping):
-        return {str(k) if not isinstance(k, str) else k: _as_toml_data(v) for k, v in value.items() if v is not None}
+        return {str(k): _as_toml_data(v) for k, v in value.items() if v is not None}
     if isinstance(value, (tuple, list)):
         return [_as_toml_data(v) for v in value]
     if isinstance(value, Path):

@@ -70,7 +70,7 @@ def _devices(spec, shown: Path) -> dict[str, Any]:
     the machine lacks raises the run's SpecError here too."""
     import os
 
-    from nago_spec.device import default_workers, machine, resolve_precision, worker_bindings
+    from nago_spec.device import default_workers, machine, worker_bindings
     from runners.run import placement_of
 
     r = spec.run
@@ -87,7 +87,7 @@ def _devices(spec, shown: Path) -> dict[str, Any]:
             out["worker_gpus"] = [b.gpu for b in worker_bindings(placement, workers)]
     elif r.backend == "ray":
         out["num_gpus"] = r.num_gpus
-    out["precision"] = resolve_precision(spec.train.precision, placement.kind, m.bf16 or r.backend == "ray")
+    out["precision"] = placement.precision
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
@@ -130,7 +131,8 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
         spec = spec_path.with_overrides(overrides(opts)) if overrides(opts) else spec_path
     else:
         spec = load_spec(spec_path, overrides(opts) or None)
-    placement = placement_of(spec, str(spec_path if not isinstance(spec_path, Spec) else spec.path))  # before any trial
+    shown = str(spec.path) if isinstance(spec_path, Spec) else str(spec_path)
+    placement = placement_of(spec, shown)  # a device the machine lacks stops here, before any trial
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
     spec_file = prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()
@@ -222,10 +224,10 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
             raise refuse("[run].device", r.device, str(exc)) from None
         bf16 = m.bf16
     try:
-        resolve_precision(spec.train.precision, placement.kind, bf16)
+        precision = resolve_precision(spec.train.precision, placement.kind, bf16)
     except DeviceError as exc:
         raise refuse("[train].precision", spec.train.precision, str(exc)) from None
-    return placement
+    return dataclasses.replace(placement, precision=precision)
 
 
 def backend_of(spec: Spec, placement: Placement | None = None, warmup=None) -> Backend:

@@ -416,6 +416,6 @@ def test_a_run_s_parent_counts_the_gpus_without_starting_cuda(tmp_path, tiny_spe
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", starts_cuda)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
     spec = load_spec(_spec(tmp_path, tiny_spec, '[run]\nbackend = "process"\n'))
-    assert placement_of(spec) == Placement("cuda", ("6", "7"), (0, 1))
+    assert placement_of(spec) == Placement("cuda", ("6", "7"), (0, 1), "bf16")
     with pytest.raises(AssertionError, match="would start CUDA"):
         placement_of(load_spec(tiny_spec, {"train": {"precision": "bf16"}, "run": {"backend": "process"}}))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nago_spec.errors import SpecError
-from nago_spec.spec import load_spec
+from nago_spec.spec import _toml_key, _toml_value, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "specs").glob("*.toml"))
@@ -27,36 +27,9 @@ HOSTILE: list[Any] = [
 ]
 
 
-def toml_value(v: Any) -> str:
-    """A value as TOML text (inline tables and arrays all the way down)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        out = v.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in out) + '"'
-    if isinstance(v, (dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
-
-
-def toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else toml_value(k)
-
-
 def toml_document(d: dict) -> str:
-    return "\n".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in d.items()) + "\n"
+    """The document as top-level keys with inline tables and arrays (the spec module's own TOML writer)."""
+    return "\n".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items()) + "\n"
 
 
 def paths(node: Any, prefix: tuple = ()) -> Iterator[tuple]:
