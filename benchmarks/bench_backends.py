@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 
-from runners.backends import LocalBackend, ProcessBackend, RayBackend
-from runners.worker import init_worker
+from nago_spec.runners.backends import LocalBackend, ProcessBackend, RayBackend
+from nago_spec.runners.worker import init_worker
 
 
 def noop() -> int:

@@ -30,7 +30,7 @@ from nago_spec.network import Normalize, build_network
 from nago_spec.pipeline import DataShape, Evaluator, fit, sample_architecture
 from nago_spec.spec import load_spec
 from nago_spec.train import evaluate
-from runners.worker import init_worker
+from nago_spec.runners.worker import init_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "02_fashion_mnist.toml"

@@ -29,7 +29,7 @@ import numpy as np
 
 from nago_spec.pareto import hypervolume, non_dominated
 from nago_spec.store import Store, TrialState
-from runners.run import RunOptions, run
+from nago_spec.runners.run import RunOptions, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fashion-mnist"

@@ -166,7 +166,7 @@ def search(args) -> dict:
     """Part 2: the same specs/06 trials on the GPU and on 2 CPU cores; wall times and ratio."""
     from nago_spec.spec import dump_toml, load_spec
     from nago_spec.store import Store
-    from runners.run import RunOptions, run
+    from nago_spec.runners.run import RunOptions, run
 
     data = {"path": str(Path(args.data).resolve())} if args.data else {}
     if not Path(args.data or load_spec(SPEC).data.path).exists():

@@ -10,7 +10,7 @@ measures the cost of walking the graph alone; written naively as ``g0 * a + g1 *
 hand-written module is up to twice as slow on narrow, many-op networks.
 
 Each step is one SGD training step (zero_grad, forward, cross-entropy, backward, step) at batch 128
-on 28x28x1 input, in a training worker's setting (runners.worker.init_worker: one torch thread,
+on 28x28x1 input, in a training worker's setting (nago_spec.runners.worker.init_worker: one torch thread,
 freed memory kept by malloc). Ours and the reference alternate step by step; the table shows
 the median step time, images per second, and the ratio ours / reference in images per second
 (>= 0.9 is the goal: at most 10 % overhead).
@@ -38,7 +38,7 @@ from nago_spec.generator import (
     sample_architecture,
 )
 from nago_spec.network import build_network
-from runners.worker import init_worker
+from nago_spec.runners.worker import init_worker
 
 SHAPE = (1, 28, 28)
 

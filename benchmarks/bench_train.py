@@ -3,7 +3,7 @@
 Three architectures are sampled from specs/02_fashion_mnist.toml's generator space (the unit-cube
 points 0.1, 0.5 and 0.9 in every dimension: few wide operations to many narrow ones, all near
 the spec's 50k-parameter budget) and trained on real Fashion-MNIST (28x28x1) at batch 128, in a
-training worker's setting (runners.worker.init_worker: one torch thread).
+training worker's setting (nago_spec.runners.worker.init_worker: one torch thread).
 
 The reference is the loop a PyTorch user writes: the training images converted to float once,
 a ``DataLoader(TensorDataset(x, y), shuffle=True, drop_last=True)`` without worker processes,
@@ -41,7 +41,7 @@ from nago_spec.network import Normalize, build_network
 from nago_spec.pipeline import DataShape, Evaluator, fit, sample_architecture
 from nago_spec.spec import load_spec
 from nago_spec.train import wants_channels_last
-from runners.worker import init_worker
+from nago_spec.runners.worker import init_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "02_fashion_mnist.toml"

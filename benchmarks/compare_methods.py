@@ -35,7 +35,7 @@ import numpy as np
 from nago_spec.pareto import hypervolume, non_dominated
 from nago_spec.spec import load_spec
 from nago_spec.store import Store, TrialState
-from runners.run import RunOptions, run
+from nago_spec.runners.run import RunOptions, run
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {  # name: (spec, strategy)

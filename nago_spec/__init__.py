@@ -1,6 +1,17 @@
 """nago-spec: Neural Architecture Generator Optimization from a TOML spec."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# pyproject installs the repository's runners/ folder as nago_spec.runners. Imported from a source
+# checkout instead (tests run from the repository root), this package has no runners/ inside it, so
+# the folder beside it is added to the search path of the same import.
+_here = _os.path.dirname(__file__)
+if not _os.path.isdir(_os.path.join(_here, "runners")) and _os.path.isfile(
+    _os.path.join(_here, _os.pardir, "runners", "__init__.py")
+):
+    __path__.append(_os.path.dirname(_os.path.abspath(_here)))
 
 
 def __getattr__(name: str):

@@ -89,7 +89,7 @@ def machine(details: bool = True) -> Machine:
 class Placement:
     """A resolved device: ``kind`` "cpu", "cuda" or "mps" and, for CUDA, the visible GPUs the run
     uses (``CUDA_VISIBLE_DEVICES`` entries) with their indices among those torch sees; ``precision``
-    the run's resolved [train].precision there (runners.run.placement_of fills it in)."""
+    the run's resolved [train].precision there (nago_spec.runners.run.placement_of fills it in)."""
 
     kind: str
     gpus: tuple[str, ...] = ()

@@ -45,7 +45,7 @@ class Study:
         holding another search is refused (StoreError naming what changed) unless ``force_new``,
         which discards it.
         """
-        from runners.run import prepare_run_dir
+        from nago_spec.runners.run import prepare_run_dir
 
         if isinstance(spec, Mapping):
             spec = Spec.from_dict(spec)
@@ -70,7 +70,7 @@ class Study:
         ``backend``, ``workers`` and ``device`` override the spec's [run] for this call;
         ``progress``: auto, rich, plain, quiet or json. Resumes whatever an earlier call or a killed
         run left. Returns the study."""
-        from runners.run import RunOptions, run
+        from nago_spec.runners.run import RunOptions, run
 
         run(self.spec, RunOptions(out=self.directory, budget=budget, backend=backend, workers=workers, device=device,
                                   mode=progress))
@@ -98,14 +98,14 @@ class Study:
         interrupted one, ``force`` retrains every model. Returns manifest.json's content."""
         import json
 
-        from runners.run import export_run
+        from nago_spec.runners.run import export_run
 
         return json.loads(export_run(self.directory, progress, force).read_text())
 
     def report(self, compare: Sequence[Study | str | os.PathLike[str]] = ()) -> Path:
         """Rewrite report.md, trials.csv, pareto.csv and the plots (``nago report``); ``compare``: other
         studies or run directories of the same objectives, drawn on hv.png. Returns report.md's path."""
-        from runners.run import report_run
+        from nago_spec.runners.run import report_run
 
         others = [c.directory if isinstance(c, Study) else Path(c) for c in compare]
         return report_run(self.directory, others)

@@ -32,7 +32,7 @@ from typing import Any
 from nago_spec.device import SHARED_MEMORY_SHARE, Binding, ray_device
 from nago_spec.errors import NagoError
 from nago_spec.registry import Registry
-from runners.worker import init_worker, set_binding
+from nago_spec.runners.worker import init_worker, set_binding
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 from nago_spec import __version__
 from nago_spec.errors import DataError, NagoError, SpecError
 from nago_spec.spec import BACKEND_NAMES
-from runners.progress import MODES
+from nago_spec.runners.progress import MODES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -22,7 +22,7 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     from nago_spec.pipeline import DataShape, Evaluator, sample_architecture
     from nago_spec.seeds import sample_seed
     from nago_spec.spec import load_spec
-    from runners.worker import load_data
+    from nago_spec.runners.worker import load_data
 
     spec = load_spec(spec_path)
     summary: dict[str, Any] = {"name": spec.name, "version": spec.version, "seed": spec.seed, "kind": spec.space.kind}
@@ -48,7 +48,7 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     summary["search"] = {"strategy": spec.search.strategy, "budget": spec.search.budget,
                          "initial": spec.search.initial, "batch": spec.search.batch}
     if spec.search.fidelity is not None:
-        from runners.run import hyperband
+        from nago_spec.runners.run import hyperband
 
         f, hb = spec.search.fidelity, hyperband(spec)
         summary["search"]["fidelity"] = {"on": f.on, "eta": f.eta, "budgets": list(hb.budgets()),
@@ -71,7 +71,7 @@ def _devices(spec, shown: Path) -> dict[str, Any]:
     import os
 
     from nago_spec.device import default_workers, machine, worker_bindings
-    from runners.run import placement_of
+    from nago_spec.runners.run import placement_of
 
     r = spec.run
     m = machine()
@@ -103,7 +103,7 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
     from nago_spec.seeds import sample_seed
     from nago_spec.spec import load_spec
     from nago_spec.store import Store
-    from runners.worker import load_data
+    from nago_spec.runners.worker import load_data
 
     spec_file = target / "spec.toml" if target.is_dir() else target
     if target.is_dir() and not (target / "study.db").exists():
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _print_summary(summary)
         elif args.command == "run":
-            from runners.run import RunOptions, run
+            from nago_spec.runners.run import RunOptions, run
 
             run(args.spec, RunOptions(out=args.out, seed=args.seed, budget=args.budget, backend=args.backend,
                                       workers=args.workers, device=args.device, force_new=args.force_new,
@@ -246,15 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "draw":
             print(draw(args.target, args.out, args.trial))
         elif args.command == "status":
-            from runners.run import status_text
+            from nago_spec.runners.run import status_text
 
             print(status_text(args.run_dir))
         elif args.command == "report":
-            from runners.run import report_run
+            from nago_spec.runners.run import report_run
 
             print(report_run(args.run_dir, args.compare))
         elif args.command == "export":
-            from runners.run import export_run
+            from nago_spec.runners.run import export_run
 
             print(export_run(args.run_dir, args.progress, force=args.force))
         elif args.command == "predict":

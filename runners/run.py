@@ -46,9 +46,9 @@ from nago_spec.report import (
 from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
-from runners import worker
-from runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
-from runners.progress import Progress
+from nago_spec.runners import worker
+from nago_spec.runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
+from nago_spec.runners.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def placement_of(spec: Spec, shown: str | None = None, m: Machine | None = None)
 
 def backend_of(spec: Spec, placement: Placement | None = None, warmup=None) -> Backend:
     """The spec's backend, its workers bound to ``placement``'s devices (default: placement_of(spec)),
-    each running ``warmup`` (runners.backends.Warmup) before its first call."""
+    each running ``warmup`` (nago_spec.runners.backends.Warmup) before its first call."""
     r = spec.run
     placement = placement or placement_of(spec)
     if r.backend == "ray":

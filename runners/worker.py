@@ -119,7 +119,7 @@ def _cached_data(dataset, path, val_fraction, seed, limit, classes, device="cpu"
 def prepare(spec_file: str, run_dir: str | None) -> None:
     """A worker's warm-up for a run: the pipeline's modules, the spec, its evaluator (with the custom
     callables imported) and the data on this worker's device, loaded before the first trial's clock
-    starts (runners.backends: warmup). Errors surface again in the trial and are recorded there."""
+    starts (nago_spec.runners.backends: warmup). Errors surface again in the trial and are recorded there."""
     import nago_spec.network  # noqa: F401 - imported here so that no trial pays for it
     import nago_spec.train  # noqa: F401
 

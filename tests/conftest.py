@@ -123,7 +123,7 @@ def kill_run_at(spec: Path, out: Path, k: int, timeout: float = 60.0) -> None:
     """Start ``nago run`` in a new session and SIGKILL it, with every worker it started, once ``k``
     trials are COMPLETE and one is RUNNING."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "run", str(spec), "--out", str(out), "--progress", "quiet"],
+        [sys.executable, "-m", "nago_spec.runners.cli", "run", str(spec), "--out", str(out), "--progress", "quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     deadline = time.monotonic() + timeout

@@ -13,8 +13,8 @@ from concurrent.futures import wait
 import pytest
 
 from nago_spec.store import Store, TrialState
-from runners.backends import LocalBackend, ProcessBackend, TrialTimeout, WorkerLost
-from runners.run import RunOptions, run
+from nago_spec.runners.backends import LocalBackend, ProcessBackend, TrialTimeout, WorkerLost
+from nago_spec.runners.run import RunOptions, run
 
 
 def pid_after(seconds: float) -> int:
@@ -216,7 +216,7 @@ def ray_backend():
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nago-spec[ray]')")
     import ray.cloudpickle
 
-    from runners.backends import RayBackend
+    from nago_spec.runners.backends import RayBackend
 
     # Ray workers do not share pytest's sys.path: send this module's helpers by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.cli import main
+from nago_spec.runners.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,3 +137,18 @@ def test_check_summarises_the_rnag_example(capsys):
     assert s["kind"] == "rnag" and {p["name"] for p in s["space"]} == {"stage.nodes", "stage.k", "stage.p"}
     net = s["sample_network"]
     assert net["space"] == "rnag" and net["top_cells"] == 3 and net["mid_nodes"] == net["op_nodes"]
+
+
+def test_the_distribution_installs_no_top_level_runners_package():
+    # runners/ is a folder of the repository but installs as nago_spec.runners, so the
+    # distribution does not claim a generic top-level name another package may own
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())
+    tool = setup["tool"]["setuptools"]
+    assert all(p == "nago_spec" or p.startswith("nago_spec.") for p in tool["packages"])
+    assert tool["package-dir"] == {"nago_spec.runners": "runners"}
+    assert setup["project"]["scripts"]["nago"] == "nago_spec.runners.cli:main"
+    import nago_spec.runners.cli
+
+    assert Path(nago_spec.runners.cli.__file__).resolve().parent.name == "runners"

@@ -38,10 +38,10 @@ from nago_spec.errors import TrialError
 from nago_spec.spec import load_spec
 from nago_spec.store import Store, TrialState
 from nago_spec.train import Augment, on_device, train
-from runners import worker
-from runners.backends import ProcessBackend
-from runners.cli import main
-from runners.run import RunOptions, placement_of, run
+from nago_spec.runners import worker
+from nago_spec.runners.backends import ProcessBackend
+from nago_spec.runners.cli import main
+from nago_spec.runners.run import RunOptions, placement_of, run
 
 CPU_ONLY = Machine()
 CPU_CUDA_BUILD = Machine(cuda_built=True)
@@ -166,7 +166,7 @@ def test_ray_tasks_train_on_the_gpu_ray_assigns(tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nago-spec[ray]')")
     import ray.cloudpickle
 
-    from runners.backends import RayBackend
+    from nago_spec.runners.backends import RayBackend
 
     if ray.is_initialized():
         pytest.skip("a Ray instance of another test is still up; this test needs its own with 2 GPUs")

@@ -8,8 +8,8 @@ import pytest
 
 from nago_spec.draw import draw_architecture
 from nago_spec.generator import HnagConfig, LevelConfig, sample_architecture
-from runners.cli import main
-from runners.run import RunOptions, run
+from nago_spec.runners.cli import main
+from nago_spec.runners.run import RunOptions, run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from nago_spec.pipeline import DataShape, build_space, sample_architecture
 from nago_spec.spec import load_spec
 from nago_spec.store import Store
 from nago_spec.train import train
-from runners.run import RunOptions, export_run, run
+from nago_spec.runners.run import RunOptions, export_run, run
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION = REPO.parent / "shared" / "data" / "fashion-mnist"

@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import load_benchmark
 
-from runners.run import RunOptions, run
+from nago_spec.runners.run import RunOptions, run
 
 
 def test_icc1_is_one_without_spread_within_and_low_without_spread_between():

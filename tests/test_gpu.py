@@ -16,8 +16,8 @@ from torch import nn
 from nago_spec.data import load_dataset
 from nago_spec.store import Store, TrialState
 from nago_spec.train import train
-from runners.backends import ProcessBackend
-from runners.run import RunOptions, run
+from nago_spec.runners.backends import ProcessBackend
+from nago_spec.runners.run import RunOptions, run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -59,7 +59,7 @@ def test_deterministic_gpu_training_is_bit_identical(digits):
 
 
 def test_the_data_goes_to_the_gpu_once_per_worker_as_uint8(tiny_spec):
-    from runners import worker
+    from nago_spec.runners import worker
 
     a = worker.load_data(str(tiny_spec), device="cuda:0")
     assert a is worker.load_data(str(tiny_spec), device="cuda:0")

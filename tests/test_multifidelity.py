@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_SPEC, kill_run_at
 
 from nago_spec.store import Store, TrialState
-from runners.run import RunOptions, run
+from nago_spec.runners.run import RunOptions, run
 
 # Budgets 0.25, 0.5 and 1 epoch (eta 2): bracket 0 runs 4 configs at 0.25, 2 at 0.5 and 1 at 1
 # (cost 3 full-budget equivalents), bracket 1 runs 3 at 0.5 and 1 at 1 (2.5); bracket 2 (3 at 1)
@@ -122,7 +122,7 @@ def test_a_data_fraction_fidelity_trains_on_nested_subsets_for_the_same_epochs(t
 
 
 def test_status_counts_the_planned_trials_and_shows_the_front_at_the_highest_budget(finished):
-    from runners.run import status_text
+    from nago_spec.runners.run import status_text
 
     text = status_text(finished)
     assert "11/11 evaluations (11 complete" in text.splitlines()[0]
@@ -144,7 +144,7 @@ def _copy_run(finished: Path, tmp_path: Path) -> Path:
 
 def test_export_of_a_multi_fidelity_run_chooses_from_the_top_budget_and_keeps_its_files(finished, tmp_path):
     """(a) `nago export DIR` chose among every budget's trials and deleted the files the run had exported."""
-    from runners.run import export_run
+    from nago_spec.runners.run import export_run
 
     out = _copy_run(finished, tmp_path)
     before = sorted(p.name for p in (out / "models").glob("*.onnx"))
@@ -160,7 +160,7 @@ def test_export_of_a_multi_fidelity_run_chooses_from_the_top_budget_and_keeps_it
 def test_a_promoted_trial_exports_and_draws_the_architectures_the_search_trained(finished, tmp_path, capsys):
     """(b) export and draw seeded a promotion's architectures from its own id, not its configuration's."""
     from nago_spec.seeds import sample_seed
-    from runners.cli import main
+    from nago_spec.runners.cli import main
 
     trials = {t.id: t for t in _trials(finished)}
     manifest = json.loads((finished / "models" / "manifest.json").read_text())
@@ -184,7 +184,7 @@ def test_compare_and_status_use_the_report_s_front(finished, tmp_path, capsys):
     import csv
     import sqlite3
 
-    from runners.run import report_run, status_text
+    from nago_spec.runners.run import report_run, status_text
 
     out = _copy_run(finished, tmp_path)
     conn = sqlite3.connect(out / "study.db")  # a run stopped before any trial of the top budget finished

@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 
     from nago_spec.network import Normalize, build_network
     from nago_spec.train import train
-    from runners.worker import load_data
+    from nago_spec.runners.worker import load_data
 
     path = tmp_path_factory.mktemp("o") / "tiny.toml"
     path.write_text(TINY_SPEC)

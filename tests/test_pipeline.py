@@ -124,7 +124,7 @@ def test_a_constraint_callable_is_measured_with_the_objectives_and_shares_their_
 
 
 def test_network_evaluation_trains_and_scores(tiny_spec):
-    from runners.worker import load_data
+    from nago_spec.runners.worker import load_data
 
     spec = load_spec(tiny_spec)
     data = load_data(str(spec.path))
@@ -177,7 +177,7 @@ def test_rnag_space_and_architecture(rnag_spec):
 
 
 def test_rnag_evaluation_trains_and_scores(rnag_spec):
-    from runners.worker import load_data
+    from nago_spec.runners.worker import load_data
 
     data = load_data(str(rnag_spec.path))
     params = {"stage.nodes": 4, "stage.p": 0.5}

@@ -22,7 +22,7 @@ from nago_spec.pipeline import DataShape, build_space, sample_architecture
 from nago_spec.predict import predict
 from nago_spec.spec import load_spec
 from nago_spec.train import train
-from runners.cli import main
+from nago_spec.runners.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 40

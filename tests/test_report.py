@@ -91,7 +91,7 @@ def test_report_compares_runs_on_hv_png_and_in_report_md(tmp_path):
 
 def test_report_refuses_to_compare_runs_of_other_objectives(tmp_path):
     from nago_spec.errors import NagoError
-    from runners.run import RunOptions, report_run, run
+    from nago_spec.runners.run import RunOptions, report_run, run
 
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
     spec = repo / "specs" / "01_params_zdt1.toml"
@@ -115,7 +115,7 @@ def test_report_md_says_when_the_final_training_lost_to_the_search():
     names the points that fell more than BELOW_SEARCH below."""
     from nago_spec.report import _final_section
     from nago_spec.store import TrialRecord, TrialState
-    from runners.run import BELOW_SEARCH, _against_search
+    from nago_spec.runners.run import BELOW_SEARCH, _against_search
 
     t = TrialRecord(id=17, state=TrialState.COMPLETE, params={}, values={"error": 0.08},
                     samples=[{"sample": 0, "train": {"val_accuracy": 0.92}}])

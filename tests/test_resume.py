@@ -11,7 +11,7 @@ import pytest
 from conftest import kill_run_at
 
 from nago_spec.store import Store, TrialState
-from runners.run import RunOptions, run
+from nago_spec.runners.run import RunOptions, run
 
 BUDGET = 18
 KILL_AT = (3, 8, 13)  # COMPLETE trials in the store when each of the three kills lands

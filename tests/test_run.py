@@ -14,8 +14,8 @@ import pytest
 from nago_spec.errors import StoreError
 from nago_spec.export import onnx_session
 from nago_spec.store import Store, TrialState
-from runners.cli import main
-from runners.run import RunOptions, run
+from nago_spec.runners.cli import main
+from nago_spec.runners.run import RunOptions, run
 
 
 def _values(run_dir):
