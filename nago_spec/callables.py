@@ -43,6 +43,13 @@ def resolve_ref(ref: str, base_dir: Path) -> str:
     return f"{(Path(base_dir) / target).resolve()}:{func}"
 
 
+def callable_label(ref: str | Callable[..., Any]) -> str:
+    """How a callable is named in messages: its reference, or a function's module and name."""
+    if isinstance(ref, str):
+        return ref
+    return f"{getattr(ref, '__module__', None) or '?'}:{getattr(ref, '__qualname__', None) or type(ref).__name__}"
+
+
 def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
     """Import the function ``ref`` names; a relative ``file.py`` is looked up in ``base_dir``.
 

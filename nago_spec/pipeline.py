@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nago_spec.callables import load_callable
+from nago_spec.callables import callable_label, load_callable
 from nago_spec.errors import TrialError
 from nago_spec.objectives import OBJECTIVES, EvalContext
 from nago_spec.objectives import adapt_callable as _adapt
@@ -199,10 +199,11 @@ class Evaluator:
         self._callable_of = {o.name: o.callable for o in spec.objectives if o.callable}
         self._callable_of.update({c.objective: c.callable for c in spec.constraints if c.callable})
         self._callables: dict[str, Callable[..., Any]] = {
-            ref: _adapt(load_callable(ref, base)) for ref in dict.fromkeys(self._callable_of.values())
+            ref: _adapt(ref if not isinstance(ref, str) else load_callable(ref, base))
+            for ref in dict.fromkeys(self._callable_of.values())
         }
         self.objectives = tuple(
-            ObjectiveInfo(o.name, o.direction, o.cheap if o.callable else OBJECTIVES.get(o.name).cheap, o.ref)
+            ObjectiveInfo(o.name, o.direction, o.cheap, o.ref)  # the spec holds a built-in's own cost
             for o in spec.objectives
         )
         # quantities only a constraint names: measured with every trial, optimised by none
@@ -334,12 +335,12 @@ class Evaluator:
                     try:
                         results[ref] = fn(ctx)
                     except Exception as exc:  # a user's objective failing is the trial's failure, not the run's
-                        raise TrialError(f"objective {name!r} ({ref}) raised {type(exc).__name__}: {exc}") from exc
+                        raise TrialError(f"objective {name!r} ({callable_label(ref)}) raised {type(exc).__name__}: {exc}") from exc
                 raw = results[ref]
                 if isinstance(raw, Mapping):
                     if name not in raw:
                         raise TrialError(
-                            f"objective {name!r} ({ref}) returned a mapping without key {name!r}"
+                            f"objective {name!r} ({callable_label(ref)}) returned a mapping without key {name!r}"
                             f" (keys: {', '.join(map(str, raw))})"
                         )
                     raw = raw[name]

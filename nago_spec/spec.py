@@ -243,13 +243,15 @@ class TrainSpec:
 class ObjectiveSpec:
     """An objective; built-ins take direction and cost from OBJECTIVES, callables are absolute refs.
 
-    ``ref`` is the hypervolume reference value the user gives (the worst value worth any credit, in
-    the objective's own units); None lets the strategy infer one.
+    In a plain-parameter space ``callable`` may also be a Python function (a spec built from a dict,
+    or ``Study.optimize(fn)``), or missing until a function is given (``with_function``): neither is
+    written to the spec file. ``ref`` is the hypervolume reference value the user gives (the worst
+    value worth any credit, in the objective's own units); None lets the strategy infer one.
     """
 
     name: str
     direction: str
-    callable: str | None = None
+    callable: str | Callable[..., Any] | None = None
     cheap: bool = False
     ref: float | None = None
 
@@ -398,7 +400,7 @@ class Spec:
             "data": _fields_dict(self.data),
             "space": _space_dict(self.space),
             "train": _fields_dict(self.train),
-            "objectives": [_objective_dict(o) for o in self.objectives],
+            "objectives": [_objective_dict(o, self.space.kind) for o in self.objectives],
             "constraints": [_constraint_dict(c) for c in self.constraints],
             "search": _search_dict(self.search),
             "run": _fields_dict(self.run),
@@ -427,10 +429,51 @@ class Spec:
             raise SpecError([f"<dict>: a spec must be a mapping of its tables, not {type(data).__name__}"])
         return _validated(_as_toml_data(data), None, "<dict>", _virtual_file(base_dir))
 
+    def with_function(self, fn: Callable[..., Any]) -> Spec:
+        """This plain-parameter spec with ``fn`` measuring every objective that names no callable
+        (``fn(params)`` returns a number, or a mapping of objective names to numbers). Raises
+        SpecError where the space is not plain parameters or every objective has its callable."""
+        if not callable(fn):
+            raise SpecError(f"{self.path}: the objective function must be callable, not {type(fn).__name__}")
+        if self.space.kind != "params":
+            raise SpecError(f"{self.path}: [space].kind = {self.space.kind!r}: a function objective needs a "
+                            'plain-parameter space (kind = "params"); network objectives are callables with a context')
+        open_ = [i for i, o in enumerate(self.objectives) if o.callable is None]
+        if not open_:
+            raise SpecError(f"{self.path}: every objective already names its callable; leave `callable` out of "
+                            "those the function measures")
+        objectives = tuple(dataclasses.replace(o, callable=fn) if i in open_ else o
+                           for i, o in enumerate(self.objectives))
+        return dataclasses.replace(self, objectives=objectives)
+
+    def missing_callables(self) -> list[str]:
+        """The keys of the plain-parameter objectives still waiting for a function (``with_function``)."""
+        if self.space.kind != "params":
+            return []
+        return [f"[objectives][{i}].callable" for i, o in enumerate(self.objectives) if o.callable is None]
+
+    def require_callables(self) -> None:
+        """Raise SpecError, one line naming the first objective without a callable, where any waits
+        for a function: a spec run from the command line must name every callable."""
+        missing = self.missing_callables()
+        if missing:
+            raise SpecError(f"{self.path}: {missing[0]}: missing: a plain-parameter objective needs a callable "
+                            "('module:function' or 'file.py:function'), or a function given to Study.optimize")
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> Spec:
         """This spec with ``overrides`` (nested like the file; None values absent) merged over it and
         validated again; errors name this spec's file."""
-        return _validated(self.to_dict(), overrides, str(self.path), self.path)
+        return _validated(self.to_dict(), overrides, str(self.path), self.path).with_functions_of(self)
+
+    def with_functions_of(self, other: Spec) -> Spec:
+        """This spec with the Python functions ``other``'s objectives hold (which no file keeps) given
+        back to the objectives of the same name that wait for one."""
+        fns = {o.name: o.callable for o in other.objectives if o.callable is not None and not isinstance(o.callable, str)}
+        if not fns or self.space.kind != "params":
+            return self
+        return dataclasses.replace(self, objectives=tuple(
+            dataclasses.replace(o, callable=fns[o.name]) if o.callable is None and o.name in fns else o
+            for o in self.objectives))
 
     def search_dict(self) -> dict[str, Any]:
         """to_dict() less what does not change the search (``name``, ``run``, ``export``) and less the
@@ -493,10 +536,13 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
     return d
 
 
-def _objective_dict(o: ObjectiveSpec) -> dict[str, Any]:
+def _objective_dict(o: ObjectiveSpec, kind: str) -> dict[str, Any]:
     d = _fields_dict(o)
-    if o.callable is None:  # a built-in's cost is its own; the key is refused without a callable
-        d.pop("cheap")
+    if o.callable is not None and not isinstance(o.callable, str):
+        # a Python function is the caller's, given again to each Study.optimize: no part of the file or its keys
+        d.pop("callable")
+    elif o.callable is None and kind != "params":
+        d.pop("cheap")  # a built-in's cost is its own (the key is refused without a callable)
     return d
 
 
@@ -933,7 +979,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     data = _data(rep, rep.table("data", raw.get("data", {}), "[data]"), base)
     space = _space(rep, rep.table("space", raw.get("space", {}), "[space]"))
     train = _train(rep, rep.table("train", raw.get("train", {}), "[train]"))
-    objectives = _objectives(rep, raw, base)
+    objectives = _objectives(rep, raw, base, space.kind)
     constraints = _constraints(rep, raw, base)
     search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"))
     run = _simple(rep, "run", raw, RunSpec, {
@@ -1400,10 +1446,15 @@ def _array_of_tables(rep: _Report, raw: Mapping[str, Any], name: str) -> list[di
     return [e if isinstance(e, dict) else {} for e in value]
 
 
-def _callable_ref(base: Path) -> Rule:
-    def rule(v: Any) -> str:
+def _callable_ref(base: Path, functions: bool = False) -> Rule:
+    """A callable reference, resolved; ``functions``: a Python function (from a dict) is taken as is."""
+
+    def rule(v: Any) -> str | Callable[..., Any]:
+        if functions and callable(v) and not isinstance(v, (str, type)):
+            return v
         if not isinstance(v, str):
-            raise _Invalid("must be a string: 'module:function' or 'file.py:function'")
+            raise _Invalid("must be a string: 'module:function' or 'file.py:function'"
+                           + (" (or, from Python, a function)" if functions else ""))
         try:
             split_ref(v)
         except CallableError as exc:
@@ -1418,7 +1469,7 @@ def _callable_ref(base: Path) -> Rule:
     return rule
 
 
-def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[ObjectiveSpec, ...]:
+def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path, kind: str) -> tuple[ObjectiveSpec, ...]:
     entries = _array_of_tables(rep, raw, "objectives")
     if "objectives" not in raw:
         rep.add("[[objectives]]", "missing: declare at least one objective, e.g. name = \"error\"")
@@ -1431,7 +1482,7 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
         v = rep.check(prefix, entry, {
             "name": _text,
             "direction": _choice("direction", DIRECTIONS),
-            "callable": _callable_ref(base),
+            "callable": _callable_ref(base, functions=kind == "params"),
             "cheap": _boolean,
             "ref": _number(),
         }, required={"name": "every objective needs a name"})
@@ -1446,6 +1497,10 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Objec
             if "callable" in v:
                 direction = v.get("direction", "minimize")
                 out.append(ObjectiveSpec(name, direction, v["callable"], v.get("cheap", False), v.get("ref")))
+            continue
+        if kind == "params":  # measured by the function Study.optimize is given (Spec.require_callables)
+            if all(k in v for k in ("direction", "cheap", "ref") if k in entry):
+                out.append(ObjectiveSpec(name, v.get("direction", "minimize"), None, v.get("cheap", False), v.get("ref")))
             continue
         if "cheap" in entry:
             rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in objective knows its cost)",

@@ -16,11 +16,11 @@ as ``nago run`` on the same spec would.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nago_spec.errors import StoreError
+from nago_spec.errors import SpecError, StoreError
 from nago_spec.spec import Spec, load_spec
 from nago_spec.store import Store, TrialRecord
 
@@ -63,18 +63,30 @@ class Study:
             raise StoreError(f"{directory}: not a run directory (no spec.toml)")
         return cls(load_spec(run_dir / "spec.toml"), run_dir)
 
-    def optimize(self, budget: int | None = None, *, backend: str | None = None, workers: int | None = None,
-                 device: str | None = None, progress: str = "auto") -> Study:
+    def optimize(self, fn: Callable[..., Any] | None = None, budget: int | None = None, *, backend: str | None = None,
+                 workers: int | None = None, device: str | None = None, progress: str = "auto") -> Study:
         """Run the search to ``budget`` evaluations (default: the spec's; a larger one extends a
         finished run), then, in network mode, the final training and export, as ``nago run`` does.
+
+        ``fn``: the objective function of a plain-parameter spec, for the objectives that name no
+        callable: ``fn(params)`` returns a number, or a mapping of objective names to numbers. With
+        ``backend="local"`` it runs in this process; the process pool's workers import it by module
+        and name (a function of a module, or of a script run with the main guard), Ray's take any
+        function cloudpickle can send. It is not stored: give it again to resume.
+
         ``backend``, ``workers`` and ``device`` override the spec's [run] for this call;
         ``progress``: auto, rich, plain, quiet or json. Resumes whatever an earlier call or a killed
         run left. Returns the study."""
         from nago_spec.runners.run import RunOptions, run
 
-        run(self.spec, RunOptions(out=self.directory, budget=budget, backend=backend, workers=workers, device=device,
-                                  mode=progress))
-        self.spec = load_spec(self.directory / "spec.toml")
+        if isinstance(fn, int) and not isinstance(fn, bool):
+            raise TypeError("optimize: the first argument is the objective function; give the budget as budget=N")
+        spec = self.spec if fn is None else self.spec.with_function(fn)
+        if fn is not None and (backend or spec.run.backend) == "process":
+            _importable(fn)
+        run(spec, RunOptions(out=self.directory, budget=budget, backend=backend, workers=workers, device=device,
+                             mode=progress))
+        self.spec = load_spec(self.directory / "spec.toml").with_functions_of(self.spec)  # the budget it ran to
         return self
 
     def trials(self) -> list[TrialRecord]:
@@ -109,3 +121,18 @@ class Study:
 
         others = [c.directory if isinstance(c, Study) else Path(c) for c in compare]
         return report_run(self.directory, others)
+
+
+def _importable(fn: Callable[..., Any]) -> None:
+    """Refuse, before any trial, a function the process pool's workers cannot import: they are
+    spawned, and find the function by its module and name."""
+    import sys
+
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    main = sys.modules.get("__main__")
+    if "<" in name or module is None or (module == "__main__" and not getattr(main, "__file__", None)):
+        raise SpecError(
+            f"Study.optimize: {module}:{name} cannot reach the process pool's workers, which import the objective "
+            "by module and name (a lambda, a nested function or a notebook's cannot be): define it in a module, "
+            'or run it in this process with backend="local" (Ray sends any function cloudpickle takes)'
+        )

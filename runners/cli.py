@@ -25,8 +25,9 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     from nago_spec.runners.worker import load_data
 
     spec = load_spec(spec_path)
+    spec.require_callables()  # from the command line every objective names its callable
     summary: dict[str, Any] = {"name": spec.name, "version": spec.version, "seed": spec.seed, "kind": spec.space.kind}
-    data = load_data(str(spec.path))
+    data = load_data(spec)
     shape = DataShape.of(data) if data is not None else None
     problem = Evaluator(spec).problem(shape)
     if data is not None:
@@ -111,7 +112,7 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
     spec = load_spec(spec_file)
     if spec.space.kind == "params":
         raise NagoError(f"{spec_file}: a plain-parameter spec has no architecture to draw")
-    data = load_data(str(spec_file))
+    data = load_data(spec)
     problem = Evaluator(spec).problem(DataShape.of(data))
     if target.is_dir():
         with Store(target / "study.db") as store:

@@ -92,7 +92,8 @@ def resume_key(spec: Spec) -> str:
 
 
 def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
-    """Create or check ``run_dir``; returns the path of the resolved spec.toml the workers read."""
+    """Create or check ``run_dir`` and write the resolved spec.toml there (what status, report, export
+    and a resume read); returns its path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     db = run_dir / "study.db"
     if db.exists() and force_new:
@@ -132,18 +133,19 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
     else:
         spec = load_spec(spec_path, overrides(opts) or None)
     shown = str(spec.path) if isinstance(spec_path, Spec) else str(spec_path)
+    spec.require_callables()
     placement = placement_of(spec, shown)  # a device the machine lacks stops here, before any trial
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
-    spec_file = prepare_run_dir(spec, run_dir, opts.force_new)
+    prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()
-    data = worker.load_data(str(spec_file))
+    data = worker.load_data(spec)
     shape = DataShape.of(data) if data is not None else None
     evaluator = Evaluator(spec, run_dir)
     problem = evaluator.problem(shape)
     strategy = STRATEGIES.get(spec.search.strategy)(
         problem, seed=spec.seed, initial=spec.search.initial, batch=spec.search.batch, options=spec.search.options
     )
-    backend = backend_of(spec, placement, warmup=(worker.prepare, (str(spec_file), str(run_dir))))
+    backend = backend_of(spec, placement, warmup=(worker.prepare, (spec, str(run_dir))))
     total = spec.search.budget
     if spec.search.fidelity is not None:
         total = planned_trials(hyperband(spec), spec.search.budget)
@@ -161,12 +163,12 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
                     complete = t.state is TrialState.COMPLETE
                     strategy.tell(t.id, t.params, t.values if complete else None,
                                   sample_noise(t.samples) if complete else None, budget=t.budget)
-            _search(spec, spec_file, run_dir, store, strategy, backend, progress, problem, clock)
+            _search(spec, run_dir, store, strategy, backend, progress, problem, clock)
             trials = store.trials()
             fr = _report(spec, run_dir, trials, problem, clock())
             chosen = export_selection(spec, fr, problem)
             if spec.space.kind != "params" and spec.export.onnx and chosen:
-                export_models(spec, spec_file, run_dir, chosen, backend, problem, store, progress, clock)
+                export_models(spec, run_dir, chosen, backend, problem, store, progress, clock)
                 _report(spec, run_dir, trials, problem, clock())
     finally:
         progress.close()
@@ -254,7 +256,7 @@ def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall:
     )
 
 
-def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem,
+def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem,
             clock: Callable[[], float] | None = None) -> None:
     """Keep every worker busy until ``budget`` trials are finished (COMPLETE or FAILED).
 
@@ -279,7 +281,7 @@ def _search(spec, spec_file: Path, run_dir: Path, store: Store, strategy, backen
             tid = queue.popleft()
             store.mark_running(tid, host=socket.gethostname())
             t = all_trials[tid]
-            fut = backend.submit(worker.evaluate_trial, str(spec_file), str(run_dir), tid, t.params, t.budget,
+            fut = backend.submit(worker.evaluate_trial, spec, str(run_dir), tid, t.params, t.budget,
                                  t.config, timeout=spec.run.trial_timeout)
             running[fut] = tid
             progress.running(len(running))
@@ -406,7 +408,7 @@ def export_key(spec: Spec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
+def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
                   problem, store: Store, progress: Progress | None = None,
                   clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Final training, test and ONNX export of ``export.samples`` architectures of each ``chosen``
@@ -429,7 +431,7 @@ def export_models(spec: Spec, spec_file: Path, run_dir: Path, chosen: list[Trial
     while queue or running:
         while queue and len(running) < backend.workers:
             t, k = queue.popleft()
-            fut = backend.submit(worker.final_train_export, str(spec_file), str(run_dir), t.id, t.params, k,
+            fut = backend.submit(worker.final_train_export, spec, str(run_dir), t.id, t.params, k,
                                  str(models_dir / f"trial_{t.id}_s{k}.onnx"), t.config)
             running[fut] = (t, k)
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -550,10 +552,9 @@ def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
     spec, _ = _open_run(run_dir)
     if spec.space.kind == "params":
         raise StoreError(f"{run_dir}: a plain-parameter run has no networks to export")
-    spec_file = run_dir / "spec.toml"
-    data = worker.load_data(str(spec_file))
+    data = worker.load_data(spec)
     problem = Evaluator(spec, run_dir).problem(DataShape.of(data) if data is not None else None)
-    backend = backend_of(spec)
+    backend = backend_of(spec, warmup=(worker.prepare, (spec, str(run_dir))))
     progress = Progress(mode, total=0, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
@@ -562,7 +563,7 @@ def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0)
             fr = run_front(trials, problem.objectives, problem.constraints)
-            export_models(spec, spec_file, run_dir, export_selection(spec, fr, problem), backend, problem, store,
+            export_models(spec, run_dir, export_selection(spec, fr, problem), backend, problem, store,
                           progress)
         _report(spec, run_dir, trials, problem, wall)
     finally:

@@ -1,9 +1,9 @@
-"""What runs inside a worker: one torch thread, its device, cached spec, data and evaluator, failures as data."""
+"""What runs inside a worker: one torch thread, its device, the resolved Spec it is sent with its
+cached data and evaluator, failures as data."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import socket
 import traceback
@@ -12,6 +12,7 @@ from typing import Any
 
 from nago_spec.device import Binding, free_memory, is_out_of_memory, oom_message
 from nago_spec.errors import NagoError
+from nago_spec.spec import Spec
 
 #: Where this process trains (set by init_worker, or per call on Ray: set_binding).
 _BINDING = Binding()
@@ -75,30 +76,23 @@ def keep_freed_memory() -> bool:
     return bool(mapped and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
-def _version(path: str) -> str:
-    """The file's content hash: caches below must not outlive a rewritten spec.toml."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _evaluator(spec_file: str, run_dir: str | None):
-    return _cached_evaluator(spec_file, run_dir, _version(spec_file))
+def _evaluator(spec: Spec, run_dir: str | None):
+    """The spec's evaluator, built once per process, spec and run directory: a Spec is hashable and a
+    changed one is another key, so no cache outlives the spec it was built for."""
+    return _cached_evaluator(spec, run_dir)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_evaluator(spec_file: str, run_dir: str | None, version: str):
+def _cached_evaluator(spec: Spec, run_dir: str | None):
     from nago_spec.pipeline import Evaluator
-    from nago_spec.spec import load_spec
 
-    return Evaluator(load_spec(spec_file), Path(run_dir) if run_dir else None)
+    return Evaluator(spec, Path(run_dir) if run_dir else None)
 
 
-def load_data(spec_file: str, full: bool = False, device: str = "cpu"):
+def load_data(spec: Spec, full: bool = False, device: str = "cpu"):
     """The spec's data set, loaded once per process, data section and device (None for plain-parameter
     specs); ``full``: without [data].limit's subsample (the final training with ``[export].full_data``).
     On an accelerator the uint8 tensors are copied there once and stay for the worker's life."""
-    from nago_spec.spec import load_spec
-
-    spec = load_spec(spec_file)
     if spec.space.kind == "params":
         return None
     d = spec.data
@@ -116,19 +110,19 @@ def _cached_data(dataset, path, val_fraction, seed, limit, classes, device="cpu"
     return load_dataset(dataset, path, val_fraction=val_fraction, seed=seed, limit=limit, classes=classes)
 
 
-def prepare(spec_file: str, run_dir: str | None) -> None:
-    """A worker's warm-up for a run: the pipeline's modules, the spec, its evaluator (with the custom
+def prepare(spec: Spec, run_dir: str | None) -> None:
+    """A worker's warm-up for a run: the pipeline's modules, its evaluator (with the custom
     callables imported) and the data on this worker's device, loaded before the first trial's clock
     starts (nago_spec.runners.backends: warmup). Errors surface again in the trial and are recorded there."""
     import nago_spec.network  # noqa: F401 - imported here so that no trial pays for it
     import nago_spec.train  # noqa: F401
 
-    _evaluator(spec_file, run_dir)
-    load_data(spec_file, device=_BINDING.device)
+    _evaluator(spec, run_dir)
+    load_data(spec, device=_BINDING.device)
 
 
 def evaluate_trial(
-    spec_file: str, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
+    spec: Spec, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
     config: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one trial (at ``budget``, with ``config``'s architectures, in a multi-fidelity run) on
@@ -138,8 +132,8 @@ def evaluate_trial(
     b = _BINDING
     where = {"host": socket.gethostname(), "device": b.label}
     try:
-        evaluator = _evaluator(spec_file, run_dir)
-        data = load_data(spec_file, device=b.device)
+        evaluator = _evaluator(spec, run_dir)
+        data = load_data(spec, device=b.device)
         values, samples = evaluator.evaluate(params, trial_id, data, budget=budget, config=config, device=b.device)
         return {"ok": True, "values": values, "samples": samples, **where}
     except NagoError as exc:
@@ -159,7 +153,7 @@ def evaluate_trial(
 
 
 def final_train_export(
-    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str,
+    spec: Spec, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str,
     config: int | None = None,
 ) -> dict[str, Any]:
     """Train architecture ``sample`` of trial ``trial_id``'s generator point for the final budget, test
@@ -172,7 +166,7 @@ def final_train_export(
     """
     device = _BINDING.device
     try:
-        entry = _final_train_export(spec_file, run_dir, trial_id, params, sample, Path(out), device, config)
+        entry = _final_train_export(spec, run_dir, trial_id, params, sample, Path(out), device, config)
         return {"ok": True, "entry": entry}
     except NagoError as exc:
         error = str(exc)
@@ -185,7 +179,7 @@ def final_train_export(
 
 
 def _final_train_export(
-    spec_file: str, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu",
+    spec: Spec, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu",
     config: int | None = None,
 ) -> dict[str, Any]:
     import json
@@ -199,10 +193,8 @@ def _final_train_export(
     from nago_spec.seeds import sample_seed
     from nago_spec.train import evaluate
 
-    evaluator = _evaluator(spec_file, run_dir)
-    spec = evaluator.spec
     e = spec.export
-    data = load_data(spec_file, full=e.full_data, device=device)
+    data = load_data(spec, full=e.full_data, device=device)
     # sample 0 is the architecture the search trained (a promotion's: its configuration's)
     seed = sample_seed(spec.seed, trial_id if config is None else config, sample)
     arch = sample_architecture(spec, params, seed, DataShape.of(data))

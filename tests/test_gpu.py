@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nago_spec.data import load_dataset
+from nago_spec.spec import load_spec
 from nago_spec.store import Store, TrialState
 from nago_spec.train import train
 from nago_spec.runners.backends import ProcessBackend
@@ -61,8 +62,8 @@ def test_deterministic_gpu_training_is_bit_identical(digits):
 def test_the_data_goes_to_the_gpu_once_per_worker_as_uint8(tiny_spec):
     from nago_spec.runners import worker
 
-    a = worker.load_data(str(tiny_spec), device="cuda:0")
-    assert a is worker.load_data(str(tiny_spec), device="cuda:0")
+    a = worker.load_data(load_spec(tiny_spec), device="cuda:0")
+    assert a is worker.load_data(load_spec(tiny_spec), device="cuda:0")
     assert a.x_train.device.type == "cuda" and a.x_train.dtype == torch.uint8
 
 

@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("o") / "tiny.toml"
     path.write_text(TINY_SPEC)
     spec = load_spec(path)
-    data = load_data(str(path))
+    data = load_data(spec)
     params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
     arch = sample_architecture(spec, params, 7, DataShape.of(data))
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, 7))

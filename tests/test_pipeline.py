@@ -127,7 +127,7 @@ def test_network_evaluation_trains_and_scores(tiny_spec):
     from nago_spec.runners.worker import load_data
 
     spec = load_spec(tiny_spec)
-    data = load_data(str(spec.path))
+    data = load_data(spec)
     params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
     values, samples = Evaluator(spec).evaluate(params, 0, data)
     assert 0.0 <= values["error"] < 0.9  # one epoch on digits beats chance (0.9 error)
@@ -179,7 +179,7 @@ def test_rnag_space_and_architecture(rnag_spec):
 def test_rnag_evaluation_trains_and_scores(rnag_spec):
     from nago_spec.runners.worker import load_data
 
-    data = load_data(str(rnag_spec.path))
+    data = load_data(rnag_spec)
     params = {"stage.nodes": 4, "stage.p": 0.5}
     values, samples = Evaluator(rnag_spec).evaluate(params, 0, data)
     assert 0.0 <= values["error"] < 0.9

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from nago_spec.errors import SpecError, StoreError
-from nago_spec.spec import Spec, load_spec
+from nago_spec.spec import Spec, dump_toml, load_spec
 from nago_spec.store import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def readme_python_example() -> str:
+def readme_python_example(block: int = 0) -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## From Python", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[block]
 
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
@@ -80,3 +80,113 @@ def test_a_run_directory_given_as_a_spec_says_how_to_resume(tmp_path):
     (tmp_path / "spec.toml").write_text("version = 1\n")
     with pytest.raises(SpecError, match=r"a directory, not a spec file \(to resume the run in it, give .*spec\.toml\)"):
         load_spec(tmp_path)
+
+
+def zdt1(params):
+    """ZDT1 on the params of a Study: a module-level function, so spawned workers can import it."""
+    xs = [params[f"x{i}"] for i in range(1, 4)]
+    g = 1 + 9 * sum(xs[1:]) / 2
+    return {"f1": xs[0], "f2": g * (1 - (xs[0] / g) ** 0.5)}
+
+
+def params_space(**extra):
+    return {
+        "version": 1, "name": "fn", "seed": 3,
+        "space": {"kind": "params", "params": {f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in (1, 2, 3)}},
+        "objectives": [{"name": "f1"}, {"name": "f2"}],
+        "search": {"strategy": "random", "budget": 6, "initial": 4, "batch": 2},
+        **extra,
+    }
+
+
+def test_a_params_study_takes_a_python_function_in_process(tmp_path):
+    from nago_spec import Study
+
+    calls = []
+
+    def f(params):  # a closure: fine in this process
+        calls.append(params)
+        return zdt1(params)
+
+    study = Study.create(Spec.from_dict(params_space()), tmp_path / "run")
+    study.optimize(f, backend="local", progress="quiet")
+    trials = study.trials()
+    assert len(trials) == 6 == len(calls) and all(t.state is TrialState.COMPLETE for t in trials)
+    assert all(t.values == zdt1(t.params) for t in trials)
+    assert study.front()
+    # the function is not stored: resuming needs it again, and a larger budget adds only new trials
+    again = Study.open(tmp_path / "run")
+    with pytest.raises(SpecError, match=r"\[objectives\]\[0\]\.callable: missing: .*Study\.optimize"):
+        again.optimize(budget=8, backend="local", progress="quiet")
+    again.optimize(f, budget=8, backend="local", progress="quiet")
+    assert [t.id for t in again.trials()] == [*range(8)] and len(calls) == 8
+
+
+def test_a_function_on_the_process_pool_and_a_refused_lambda(tmp_path):
+    from nago_spec import Study
+
+    study = Study.create(Spec.from_dict(params_space(run={"backend": "process", "workers": 2})), tmp_path / "run")
+    with pytest.raises(SpecError, match="cannot reach the process pool's workers.*backend=\"local\""):
+        study.optimize(lambda p: zdt1(p), progress="quiet")
+    assert study.trials() == []  # refused before any trial
+    study.optimize(zdt1, progress="quiet")
+    assert [t.state for t in study.trials()] == [TrialState.COMPLETE] * 6
+    assert all(t.values == zdt1(t.params) for t in study.trials())
+
+
+def test_a_spec_dict_may_hold_the_function_itself_and_the_file_never_does(tmp_path):
+    from nago_spec import Study
+
+    d = params_space()
+    d["objectives"] = [{"name": "f1", "callable": zdt1}, {"name": "f2", "callable": zdt1}]
+    study = Study.create(Spec.from_dict(d), tmp_path / "run")
+    study.optimize(budget=3, backend="local", progress="quiet")  # a budget override keeps the functions
+    assert [t.state for t in study.trials()] == [TrialState.COMPLETE] * 3
+    assert "callable" not in (tmp_path / "run" / "spec.toml").read_text()
+    study.optimize(budget=4, backend="local", progress="quiet")  # the study keeps them too
+    assert len(study.trials()) == 4
+
+
+def test_objectives_without_a_callable_are_refused_from_the_command_line(tmp_path, capsys):
+    from nago_spec.runners.cli import main
+
+    path = tmp_path / "open.toml"
+    path.write_text((REPO / "specs" / "01_params_zdt1.toml").read_text().replace('callable = "problems.py:zdt1"', ""))
+    for command in (["check", str(path)], ["run", str(path), "--out", str(tmp_path / "r"), "--progress", "quiet"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "[objectives][0].callable: missing:" in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("make", "line"), [
+    (lambda: Spec.from_dict({"version": 1, "objectives": [{"name": "error", "callable": len}]}),
+     "<dict>: [objectives][0].callable = "),
+    (lambda: Spec.from_dict(params_space()).with_function(3), "must be callable, not int"),
+    (lambda: load_spec(REPO / "specs" / "01_params_zdt1.toml").with_function(zdt1), "every objective already names"),
+    (lambda: load_spec(REPO / "specs" / "quickstart.toml").with_function(zdt1), "needs a plain-parameter space"),
+])
+def test_function_objectives_outside_their_place_are_one_line_errors(make, line):
+    with pytest.raises(SpecError) as err:
+        make()
+    assert len(err.value.lines) == 1 and line in err.value.lines[0], err.value.lines
+
+
+def test_an_open_objective_round_trips_through_the_file_with_its_cost():
+    d = params_space()
+    d["objectives"] = [{"name": "f1", "cheap": True}, {"name": "f2", "direction": "maximize", "ref": 2.0}]
+    spec = Spec.from_dict(d)
+    again = load_spec(text=dump_toml(spec))
+    assert again.objectives == spec.objectives and again.search_hash() == spec.search_hash()
+    assert [(o.cheap, o.direction, o.ref) for o in spec.objectives] == [(True, "minimize", None), (False, "maximize", 2.0)]
+
+
+def test_the_readme_function_example_runs_as_written(tmp_path, monkeypatch):
+    from nago_spec import Study
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"Study": Study, "Spec": Spec}  # imported by the section's first example
+    exec(compile(readme_python_example(1), "README.md", "exec"), namespace)
+    trials = namespace["study"].trials()
+    assert len(trials) == 20 and all(t.state is TrialState.COMPLETE for t in trials)
+    assert all(t.values == namespace["zdt1"](t.params) for t in trials)
