@@ -299,6 +299,10 @@ class SearchSpec:
 
     ``record``: built-in objectives measured and stored with every trial (trials.csv) but never shown
     to the strategy, e.g. ``test_error`` to study a search on held-out data without selecting on it.
+
+    ``synchronous``: each ask of ``batch`` points waits until every trial before it has finished and
+    been told, in trial order, so a run's trials are those of the same seed with one worker. Off,
+    a free worker gets a new point at once, proposed with the running ones as pending.
     """
 
     strategy: str = "bo"
@@ -308,6 +312,7 @@ class SearchSpec:
     options: Mapping[str, Any] = FrozenMap()
     fidelity: FidelitySpec | None = None
     record: tuple[str, ...] = ()
+    synchronous: bool = False
 
 
 @dataclass(frozen=True)
@@ -533,6 +538,8 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
         d.pop("record")
     else:
         d["record"] = list(s.record)
+    if not s.synchronous:  # likewise
+        d.pop("synchronous")
     return d
 
 
@@ -1109,6 +1116,7 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         "initial": _integer(ge=1),
         "batch": _integer(ge=1),
         "record": _recorded,
+        "synchronous": _boolean,
     }, section="search", known=("options", "fidelity"))
     if "fidelity" in table:
         fidelity = _fidelity(rep, rep.table("[search].fidelity", table["fidelity"], "[search.fidelity]"))

@@ -262,7 +262,12 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
 
     A trial whose worker died (WorkerLost) goes back to the front of the queue, at most
     ``run.max_retries`` times; one that ran past ``run.trial_timeout`` fails (a hang would recur).
+    With ``search.synchronous`` the strategy is asked only when no trial runs, and told a batch's
+    results in trial order once all are in: what it sees, and so what it proposes, does not depend
+    on the number of workers or on which trial finished first.
     """
+    synchronous = spec.search.synchronous
+    untold: list[tuple[int, dict[str, Any]]] = []  # synchronous: the batch's results, told when all are in
     all_trials = {t.id: t for t in store.trials()}
     queue = deque(t.id for t in all_trials.values() if t.state is TrialState.PENDING)
     running: dict[Future, int] = {}
@@ -271,6 +276,8 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
     progress.start(finished, _summary(store, problem))
     while True:
         while len(running) < backend.workers:
+            if not queue and synchronous and running:
+                break  # the next batch waits for this one
             if not queue:
                 pending = [(i, all_trials[i].params) for i in list(running.values())]
                 added = _propose(spec, store, strategy, problem, pending, backend.workers - len(running))
@@ -304,14 +311,18 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
                 out = {"ok": False, "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
                 out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            params, budget = all_trials[tid].params, all_trials[tid].budget
             where = {"host": out.get("host"), "device": out.get("device")}  # the worker's, when it answered
             if out["ok"]:
                 store.complete(tid, out["values"], out["samples"], **where)
-                strategy.tell(tid, params, out["values"], sample_noise(out["samples"]), budget=budget)
             else:
                 store.fail(tid, out["error"], **where)
-                strategy.tell(tid, params, None, budget=budget)
+            untold.append((tid, out))
+            if not synchronous or not (running or queue):
+                for i, o in sorted(untold, key=lambda x: x[0]):
+                    t = all_trials[i]
+                    strategy.tell(i, t.params, o["values"] if o["ok"] else None,
+                                  sample_noise(o["samples"]) if o["ok"] else None, budget=t.budget)
+                untold.clear()
             if clock is not None:
                 clock()
             progress.finished(tid, out, len(running), _summary(store, problem))
@@ -336,7 +347,9 @@ def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: i
     trials = store.trials()
     rows = fidelity_rows(trials, problem)
     spent = sum(fidelity.cost(t.budget) for t in trials if t.budget is not None)
-    jobs = next_jobs(fidelity, rows, max(free, spec.search.batch), spec.search.budget - spent)
+    # synchronous: a batch's size must not depend on the number of workers
+    wanted = spec.search.batch if spec.search.synchronous else max(free, spec.search.batch)
+    jobs = next_jobs(fidelity, rows, wanted, spec.search.budget - spent)
     if not jobs:
         return []
     by_config = {t.id: t for t in trials}

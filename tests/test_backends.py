@@ -294,3 +294,88 @@ def test_the_time_limit_does_not_count_a_workers_warm_up_for_the_run(tmp_path):
     out = tmp_path / "run"
     run(spec, RunOptions(out=out, mode="quiet"))
     assert [(t.state, t.error) for t in _states(out)] == [(TrialState.COMPLETE, None)] * 3
+
+
+# -- synchronous runs (issue 20, point 4) -------------------------------------------------------------
+
+UNEVEN = """
+import time
+
+def zdt1(params):
+    x = [params[k] for k in ("x1", "x2", "x3")]
+    time.sleep(0.4 * (1 - x[0]))  # trials finish out of their order on two workers
+    g = 1 + 9 * (x[1] + x[2]) / 2
+    return {"f1": x[0], "f2": g * (1 - (x[0] / g) ** 0.5)}
+"""
+
+
+def _uneven_spec(tmp_path, backend: str, workers: int, synchronous: bool = True):
+    (tmp_path / "uneven.py").write_text(UNEVEN)
+    path = tmp_path / f"uneven_{backend}_{workers}.toml"
+    path.write_text(textwrap.dedent(f"""
+        version = 1
+        name = "uneven"
+        seed = 5
+        [space]
+        kind = "params"
+        [space.params]
+        x1 = {{ type = "float", low = 0.0, high = 1.0 }}
+        x2 = {{ type = "float", low = 0.0, high = 1.0 }}
+        x3 = {{ type = "float", low = 0.0, high = 1.0 }}
+        [[objectives]]
+        name = "f1"
+        callable = "uneven.py:zdt1"
+        [[objectives]]
+        name = "f2"
+        callable = "uneven.py:zdt1"
+        [search]
+        strategy = "bo"
+        budget = 10
+        initial = 4
+        batch = 2
+        synchronous = {str(synchronous).lower()}
+        [search.options]
+        restarts = 1
+        [run]
+        backend = "{backend}"
+        workers = {workers}
+    """))
+    return path
+
+
+def _points(out) -> list[tuple[int, dict, dict]]:
+    return [(t.id, t.params, t.values) for t in _states(out)]
+
+
+def test_a_synchronous_run_on_two_workers_equals_one_worker(tmp_path):
+    """The bo strategy, two process workers whose trials finish out of order: with synchronous = true
+    the trials are those of one worker, point for point."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(_uneven_spec(tmp_path, "process", 1), RunOptions(out=one, mode="quiet"))
+    run(_uneven_spec(tmp_path, "process", 2), RunOptions(out=two, mode="quiet"))
+    assert len(_points(one)) == 10 and _points(one) == _points(two)
+    # and the two workers did run side by side: trials overlap in time
+    spans = [(t.started, t.finished) for t in _states(two)]
+    assert any(a[0] < b[1] and b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+
+def uneven_zdt1(params):
+    """UNEVEN's function as a Python objective (sent to Ray's workers by value, as a notebook's is)."""
+    time.sleep(0.4 * (1 - params["x1"]))
+    g = 1 + 9 * (params["x2"] + params["x3"]) / 2
+    return {"f1": params["x1"], "f2": g * (1 - (params["x1"] / g) ** 0.5)}
+
+
+def test_a_synchronous_study_on_two_ray_workers_equals_one_worker_in_process(tmp_path, ray_backend):
+    """A Python function as the objective (Study.optimize(fn)) on the Ray instance the fixture
+    started: two Ray workers give the trials of one in-process worker, point for point."""
+    from nago_spec import Study
+    from nago_spec.spec import Spec, load_spec
+
+    spec = load_spec(_uneven_spec(tmp_path, "ray", 2))
+    spec = Spec.from_dict(
+        {**spec.to_dict(), "objectives": [{"name": "f1"}, {"name": "f2"}]}, base_dir=tmp_path)
+    local = Study.create(spec, tmp_path / "local").optimize(uneven_zdt1, backend="local", workers=1, progress="quiet")
+    on_ray = Study.create(spec, tmp_path / "ray").optimize(uneven_zdt1, progress="quiet")
+    assert len(local.trials()) == 10
+    assert [(t.id, t.params, t.values) for t in on_ray.trials()] == [(t.id, t.params, t.values) for t in local.trials()]
