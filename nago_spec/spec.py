@@ -300,6 +300,9 @@ class SearchSpec:
     ``record``: built-in objectives measured and stored with every trial (trials.csv) but never shown
     to the strategy, e.g. ``test_error`` to study a search on held-out data without selecting on it.
 
+    ``warm_start``: run directories of earlier searches over the same space and objectives; their
+    completed trials are told to the strategy before it first asks (nago_spec.warm).
+
     ``synchronous``: each ask of ``batch`` points waits until every trial before it has finished and
     been told, in trial order, so a run's trials are those of the same seed with one worker. Off,
     a free worker gets a new point at once, proposed with the running ones as pending.
@@ -313,6 +316,7 @@ class SearchSpec:
     fidelity: FidelitySpec | None = None
     record: tuple[str, ...] = ()
     synchronous: bool = False
+    warm_start: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -499,6 +503,18 @@ class Spec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def changed_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings (to_dict() layouts), sorted."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += changed_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 #: [train] keys added after the first stored runs, with their defaults (Spec.search_dict).
 _LATER_TRAIN_DEFAULTS = {"precision": "auto", "deterministic": False}
 
@@ -540,6 +556,10 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
         d["record"] = list(s.record)
     if not s.synchronous:  # likewise
         d.pop("synchronous")
+    if not s.warm_start:  # likewise
+        d.pop("warm_start")
+    else:
+        d["warm_start"] = [str(p) for p in s.warm_start]
     return d
 
 
@@ -988,7 +1008,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     train = _train(rep, rep.table("train", raw.get("train", {}), "[train]"))
     objectives = _objectives(rep, raw, base, space.kind)
     constraints = _constraints(rep, raw, base)
-    search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"))
+    search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"), base)
     run = _simple(rep, "run", raw, RunSpec, {
         "backend": _choice("backend", BACKEND_NAMES),
         "workers": _integer(ge=1),
@@ -1021,6 +1041,9 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     if search.record and space.kind == "params":
         rep.add("[search].record", "needs a network space (kind = \"hnag\" or \"rnag\"): the built-in objectives "
                 "measure trained networks", list(search.record))
+    if search.fidelity is not None and search.warm_start:
+        rep.add("[search].warm_start", "not with [search.fidelity]: the earlier runs' trials have no Hyperband "
+                "bracket to join", [str(p) for p in search.warm_start])
     if search.fidelity is not None and space.kind == "params":
         rep.add("[search.fidelity]", "needs a network space (kind = \"hnag\" or \"rnag\"): the budget is "
                 "training epochs or data")
@@ -1109,7 +1132,7 @@ def _channels_last(v: Any) -> bool | str:
     raise _Invalid('must be true, false or "auto" (where it pays: every conv at least 4 channels wide)')
 
 
-def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
+def _search(rep: _Report, table: dict[str, Any], base: Path) -> SearchSpec:
     values = rep.check("[search]", table, {
         "strategy": _choice("strategy", STRATEGY_NAMES),
         "budget": _integer(ge=1),
@@ -1117,6 +1140,7 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         "batch": _integer(ge=1),
         "record": _recorded,
         "synchronous": _boolean,
+        "warm_start": _run_dirs(base),
     }, section="search", known=("options", "fidelity"))
     if "fidelity" in table:
         fidelity = _fidelity(rep, rep.table("[search].fidelity", table["fidelity"], "[search.fidelity]"))
@@ -1127,6 +1151,21 @@ def _search(rep: _Report, table: dict[str, Any]) -> SearchSpec:
         if options and ("strategy" in values or "strategy" not in table):  # a bad strategy has no options to judge
             values["options"] = _search_options(rep, values.get("strategy", SearchSpec.strategy), options)
     return SearchSpec(**values)
+
+
+def _run_dirs(base: Path) -> Rule:
+    def rule(v: Any) -> tuple[Path, ...]:
+        if not isinstance(v, list):
+            raise _Invalid("must be a list of run directories (each with study.db and spec.toml)")
+        dirs = tuple(_existing_path(base)(x) for x in v)
+        for d in dirs:
+            if not (d / "study.db").is_file() or not (d / "spec.toml").is_file():
+                raise _Invalid(f"{d} is not a run directory (no study.db and spec.toml)")
+        if len(set(dirs)) < len(dirs):
+            raise _Invalid("names a run directory twice")
+        return dirs
+
+    return rule
 
 
 def _recorded(v: Any) -> tuple[str, ...]:

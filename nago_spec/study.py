@@ -89,6 +89,25 @@ class Study:
         self.spec = load_spec(self.directory / "spec.toml").with_functions_of(self.spec)  # the budget it ran to
         return self
 
+    def add_trials(self, other: Study | str | os.PathLike[str]) -> int:
+        """Warm-start this study with the completed trials of ``other`` (a Study or a run directory)
+        over the same space and objectives: they are told to the strategy before it next asks, in
+        this and every later ``optimize``, as ``[search] warm_start`` does. Returns how many trials
+        ``other`` gives. Raises SpecError, naming the parameter or objective that differs, for an
+        incompatible run; a run already added is not added twice."""
+        from nago_spec.runners.run import prepare_run_dir
+        from nago_spec.warm import warm_trials
+
+        source = (other.directory if isinstance(other, Study) else Path(other)).resolve()
+        sources = list(self.spec.search.warm_start)
+        if source not in sources:
+            sources.append(source)
+        spec = self.spec.with_overrides({"search": {"warm_start": [str(p) for p in sources]}})
+        given = sum(w.source == source for w in warm_trials(spec))
+        prepare_run_dir(spec, self.directory, force_new=False)
+        self.spec = spec
+        return given
+
     def trials(self) -> list[TrialRecord]:
         """Every trial, in the order they were proposed (none before the first optimize)."""
         if not (self.directory / "study.db").exists():

@@ -48,6 +48,11 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
     summary["constraints"] = [{"objective": c.objective, "min": c.min, "max": c.max} for c in problem.constraints]
     summary["search"] = {"strategy": spec.search.strategy, "budget": spec.search.budget,
                          "initial": spec.search.initial, "batch": spec.search.batch}
+    if spec.search.warm_start:
+        from nago_spec.warm import warm_trials
+
+        summary["search"]["warm_start"] = {"runs": [str(p) for p in spec.search.warm_start],
+                                           "trials": len(warm_trials(spec))}
     if spec.search.fidelity is not None:
         from nago_spec.runners.run import hyperband
 
@@ -159,6 +164,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     r = s["run"]
     print(f"  search: {q['strategy']}, budget {q['budget']}, initial {q['initial']}, batch {q['batch']}; "
           f"run: {r['backend']} x {r['workers'] or 'all cores'}")
+    if "warm_start" in q:
+        print(f"  warm start: {q['warm_start']['trials']} completed trial(s) of {', '.join(q['warm_start']['runs'])}")
     if "precision" in r:
         where = r["resolved"]
         if "worker_gpus" in r:

@@ -43,9 +43,10 @@ from nago_spec.report import (
     violation,
     write_report,
 )
-from nago_spec.spec import Spec, dump_toml, load_spec
+from nago_spec.spec import Spec, changed_keys, dump_toml, load_spec
 from nago_spec.store import Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
+from nago_spec.warm import warm_trials
 from nago_spec.runners import worker
 from nago_spec.runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
 from nago_spec.runners.progress import Progress
@@ -85,9 +86,11 @@ def overrides(opts: RunOptions) -> dict[str, Any]:
 
 
 def resume_key(spec: Spec) -> str:
-    """What must not change for a run directory to be continued: the search, less its budget."""
+    """What must not change for a run directory to be continued: the search, less its budget and its
+    warm-start runs (a study may be given more, nago_spec.Study.add_trials)."""
     d = spec.search_dict()
     d.get("search", {}).pop("budget", None)
+    d.get("search", {}).pop("warm_start", None)
     return json.dumps(d, sort_keys=True)
 
 
@@ -104,7 +107,7 @@ def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
         with Store(db) as store:
             old = store.get_meta("resume_key")
         if old is not None and old != resume_key(spec):
-            changed = _changed_keys(json.loads(old), json.loads(resume_key(spec)))
+            changed = changed_keys(json.loads(old), json.loads(resume_key(spec))) or ["?"]
             raise StoreError(
                 f"{run_dir} holds a run of a different search (changed: {', '.join(changed)}); "
                 "use --force-new to start over or --out for another directory"
@@ -112,17 +115,6 @@ def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
     spec_file = run_dir / "spec.toml"
     spec_file.write_text(dump_toml(spec))
     return spec_file
-
-
-def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _changed_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}")
-    return out or ["?"]
 
 
 def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
@@ -135,6 +127,7 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
     shown = str(spec.path) if isinstance(spec_path, Spec) else str(spec_path)
     spec.require_callables()
     placement = placement_of(spec, shown)  # a device the machine lacks stops here, before any trial
+    warm = warm_trials(spec)  # as would an incompatible warm-start run
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
     prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()
@@ -163,6 +156,11 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
                     complete = t.state is TrialState.COMPLETE
                     strategy.tell(t.id, t.params, t.values if complete else None,
                                   sample_noise(t.samples) if complete else None, budget=t.budget)
+            for i, w in enumerate(warm):  # ids below 0: never this run's
+                strategy.tell(-1 - i, w.params, w.values, sample_noise(w.samples))
+            if warm:
+                progress.message(f"warm start: {len(warm)} completed trial(s) of "
+                                 f"{', '.join(str(p) for p in spec.search.warm_start)}")
             _search(spec, run_dir, store, strategy, backend, progress, problem, clock)
             trials = store.trials()
             fr = _report(spec, run_dir, trials, problem, clock())

@@ -190,3 +190,85 @@ def test_the_readme_function_example_runs_as_written(tmp_path, monkeypatch):
     trials = namespace["study"].trials()
     assert len(trials) == 20 and all(t.state is TrialState.COMPLETE for t in trials)
     assert all(t.values == namespace["zdt1"](t.params) for t in trials)
+
+
+# -- warm start ---------------------------------------------------------------------------------------
+
+
+def bo_space(**search):
+    return params_space(search={"strategy": "bo", "budget": 4, "initial": 8, "batch": 2, **search})
+
+
+def test_a_warm_start_tells_bo_the_earlier_trials_in_toml_and_through_add_trials(tmp_path, capsys):
+    from nago_spec import Study
+
+    old = Study.create(Spec.from_dict(params_space(search={"strategy": "random", "budget": 12})), tmp_path / "old")
+    old.optimize(zdt1, backend="local", progress="quiet")
+    cold = Study.create(Spec.from_dict(bo_space()), tmp_path / "cold").optimize(zdt1, backend="local", progress="quiet")
+    warm_toml = Study.create(Spec.from_dict(bo_space(warm_start=[str(tmp_path / "old")])), tmp_path / "warm")
+    warm_toml.optimize(zdt1, backend="local", progress="plain")
+    assert "warm start: 12 completed trial(s) of" in capsys.readouterr().err  # progress is on stderr
+    added = Study.create(Spec.from_dict(bo_space()), tmp_path / "added")
+    assert added.add_trials(old) == 12 and added.add_trials(tmp_path / "old") == 12  # not twice
+    added.optimize(zdt1, backend="local", progress="quiet")
+    # twelve complete trials are more than the initial design of 8: bo models from its first trial,
+    # where the cold run takes Sobol points
+    cold_points = [t.params for t in cold.trials()]
+    assert [t.params for t in warm_toml.trials()] == [t.params for t in added.trials()]
+    assert all(w.params not in cold_points for w in warm_toml.trials())
+    # the warm start is part of the run: it resumes with it, and a larger budget goes on
+    assert Study.open(tmp_path / "added").spec.search.warm_start == (tmp_path / "old",)
+    again = Study.open(tmp_path / "added").optimize(zdt1, budget=6, backend="local", progress="quiet")
+    assert [t.id for t in again.trials()] == [*range(6)]
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (lambda d: d["space"]["params"]["x2"].update(high=2.0), "its space differs at x2.high: 1.0 there, 2.0 here"),
+    (lambda d: d["space"]["params"].pop("x3"), "its space has x3, this one does not"),
+    (lambda d: d["space"]["params"].update(x4={"type": "int", "low": 0, "high": 3}), "its space lacks x4"),
+    (lambda d: d["objectives"].append({"name": "f3"}), "its trials did not measure 'f3'"),
+    (lambda d: d["objectives"][1].update(direction="maximize"), "objective 'f2' is minimized there, maximized here"),
+])
+def test_an_incompatible_warm_start_is_refused_naming_what_differs(tmp_path, change, why):
+    from nago_spec import Study
+
+    Study.create(Spec.from_dict(params_space(search={"strategy": "random", "budget": 2})), tmp_path / "old").optimize(
+        zdt1, backend="local", progress="quiet")
+    d = bo_space()
+    change(d)
+    study = Study.create(Spec.from_dict(d), tmp_path / "new")
+    with pytest.raises(SpecError) as err:
+        study.add_trials(tmp_path / "old")
+    assert len(err.value.lines) == 1 and f'[search].warm_start = "{tmp_path / "old"}": {why}' in err.value.lines[0]
+    d["search"]["warm_start"] = [str(tmp_path / "old")]
+    with pytest.raises(SpecError, match=re.escape(why)):  # the same from the spec, before any trial
+        Study.create(Spec.from_dict(d), tmp_path / "new2").optimize(zdt1, backend="local", progress="quiet")
+    assert Study.open(tmp_path / "new2").trials() == []
+
+
+def test_warm_start_entries_must_be_run_directories(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for value, why in [("runs/old", "must be a list of run directories"),
+                       (["nowhere"], "no such file or directory"),
+                       ([str(tmp_path / "empty")], "is not a run directory (no study.db and spec.toml)")]:
+        with pytest.raises(SpecError) as err:
+            Spec.from_dict(bo_space(warm_start=value), base_dir=tmp_path)
+        assert len(err.value.lines) == 1 and "[search].warm_start = " in err.value.lines[0]
+        assert why in err.value.lines[0], err.value.lines
+
+
+def test_check_counts_a_warm_start_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    from nago_spec.runners.cli import main
+
+    old = tmp_path / "old"
+    main(["run", str(REPO / "specs" / "01_params_zdt1.toml"), "--out", str(old), "--budget", "3", "--progress", "quiet"])
+    text = (REPO / "specs" / "01_params_zdt1.toml").read_text().replace('"problems.py:', f'"{REPO}/specs/problems.py:')
+    good = tmp_path / "good.toml"
+    good.write_text(text.replace("batch = 2", f'batch = 2\nwarm_start = ["{old}"]'))
+    assert main(["check", str(good)]) == 0
+    assert f"warm start: 3 completed trial(s) of {old}" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("x4 = { type", "x5 = { type").replace("batch = 2", f'batch = 2\nwarm_start = ["{old}"]'))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith('/old": its space has x4, this one does not'), err

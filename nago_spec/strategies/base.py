@@ -90,6 +90,12 @@ class Strategy(ABC):
         self.options: dict[str, Any] = {**self.default_options, **options}
         self._told: dict[int, Trial] = {}
 
+    def in_design(self, trial_id: int, complete: int) -> bool:
+        """Whether trial ``trial_id`` takes a point of the initial design: one of the first ``initial``
+        trials while fewer than ``initial`` trials are complete (a warm start's count: its trials
+        are the design), and any trial while fewer than two are."""
+        return (trial_id < self.initial and complete < self.initial) or complete < 2
+
     # -- public API ----------------------------------------------------------------------------
     def tell(
         self,

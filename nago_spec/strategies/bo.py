@@ -210,7 +210,7 @@ class BOStrategy(Strategy):
         pend = list(pending)
         bo_slots = []
         for k, tid in enumerate(ids):
-            if tid < self.initial or len(complete) < 2:
+            if self.in_design(tid, len(complete)):
                 U[k] = space.sobol(1, self.child_seed(STREAM_SOBOL), skip=tid)[0]
                 pend.append(Trial(tid, space.from_unit(U[k]), U[k]))
             else:

@@ -146,7 +146,7 @@ class EvolutionStrategy(Strategy):
         U = np.zeros((n, space.dim))
         for k in range(n):
             tid = next_trial_id + k
-            if tid < self.initial or len(complete) < 2:
+            if self.in_design(tid, len(complete)):
                 U[k] = space.sobol(1, self.child_seed(STREAM_SOBOL), skip=tid)[0]
             else:
                 if parents is None:
