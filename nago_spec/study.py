@@ -45,13 +45,18 @@ class Study:
         holding another search is refused (StoreError naming what changed) unless ``force_new``,
         which discards it.
         """
-        from nago_spec.runners.run import prepare_run_dir
+        from nago_spec.runners.run import placement_of, prepare_run_dir
+        from nago_spec.warm import warm_trials
 
         if isinstance(spec, Mapping):
             spec = Spec.from_dict(spec)
         elif not isinstance(spec, Spec):
             spec = load_spec(spec)
         run_dir = Path(directory if directory is not None else Path("runs") / spec.name).resolve()
+        # what the run would refuse is refused before its directory exists: a device this machine
+        # lacks, an incompatible warm-start run
+        placement_of(spec)
+        warm_trials(spec)
         prepare_run_dir(spec, run_dir, force_new)
         return cls(spec, run_dir)
 
@@ -60,7 +65,7 @@ class Study:
         """The study in an existing run directory (its spec.toml, as the run resolved it)."""
         run_dir = Path(directory).resolve()
         if not (run_dir / "spec.toml").is_file():
-            raise StoreError(f"{directory}: not a run directory (no spec.toml)")
+            raise StoreError(f"{directory}: not a run directory (no study.db / spec.toml)")
         return cls(load_spec(run_dir / "spec.toml"), run_dir)
 
     def optimize(self, fn: Callable[..., Any] | None = None, budget: int | None = None, *, backend: str | None = None,
@@ -123,6 +128,13 @@ class Study:
 
         problem = Evaluator(self.spec, self.directory).problem(None)
         return run_front(self.trials(), problem.objectives, problem.constraints).pareto
+
+    def status(self) -> str:
+        """Where the run stands, as ``nago status`` prints it: counts, the front with its trials, the
+        hypervolume, where trials ran."""
+        from nago_spec.runners.run import status_text
+
+        return status_text(self.directory)
 
     def export(self, force: bool = False, progress: str = "quiet") -> dict[str, Any]:
         """The final training and ONNX export of the chosen front points (``nago export``): continues an

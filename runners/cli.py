@@ -246,25 +246,28 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _print_summary(summary)
         elif args.command == "run":
-            from nago_spec.runners.run import RunOptions, run
+            from nago_spec import Study
+            from nago_spec.spec import load_spec
 
-            run(args.spec, RunOptions(out=args.out, seed=args.seed, budget=args.budget, backend=args.backend,
-                                      workers=args.workers, device=args.device, force_new=args.force_new,
-                                      mode="quiet" if args.quiet else args.progress))
+            flags = {"seed": args.seed, "search": {"budget": args.budget},
+                     "run": {"backend": args.backend, "workers": args.workers, "device": args.device}}
+            spec = load_spec(args.spec, flags)
+            spec.require_callables()  # a command line has no function to give
+            Study.create(spec, args.out, force_new=args.force_new).optimize(
+                progress="quiet" if args.quiet else args.progress)
         elif args.command == "draw":
             print(draw(args.target, args.out, args.trial))
-        elif args.command == "status":
-            from nago_spec.runners.run import status_text
+        elif args.command in ("status", "report", "export"):
+            from nago_spec import Study
 
-            print(status_text(args.run_dir))
-        elif args.command == "report":
-            from nago_spec.runners.run import report_run
-
-            print(report_run(args.run_dir, args.compare))
-        elif args.command == "export":
-            from nago_spec.runners.run import export_run
-
-            print(export_run(args.run_dir, args.progress, force=args.force))
+            study = Study.open(args.run_dir)
+            if args.command == "status":
+                print(study.status())
+            elif args.command == "report":
+                print(study.report(args.compare))
+            else:
+                study.export(force=args.force, progress=args.progress)
+                print(study.directory / "models" / "manifest.json")
         elif args.command == "predict":
             from nago_spec.predict import predict
 
