@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nago_spec.errors import DataError
-from nago_spec.registry import Registry
+from nago_spec.registry import DATASETS as _DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 LoaderOutput = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]
 Loader = Callable[[Path | None], LoaderOutput]
 
-#: Data set name (``[data].dataset`` in a spec) -> loader ``(path) -> LoaderOutput``.
-DATASETS: Registry[Loader] = Registry("dataset")
+#: Data set name (``[data].dataset`` in a spec) -> loader ``(path) -> LoaderOutput``; the built-ins
+#: below are registered there by reference, so a spec names them without importing this module.
+DATASETS = _DATASETS
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -253,7 +254,6 @@ def _checked(where: str, split: str, x: object, y: object, num_classes: int) -> 
 # -- loaders ---------------------------------------------------------------------------------------
 
 
-@DATASETS.register("digits")
 def _load_digits(path: Path | None) -> LoaderOutput:
     """scikit-learn's 1797 8x8 digits (values 0..16 scaled to 0..255), with a fixed 20 % test split."""
     if path is not None:
@@ -277,7 +277,6 @@ _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
 
 
-@DATASETS.register("idx")
 def _load_idx(path: Path | None) -> LoaderOutput:
     """A directory of MNIST-format IDX files, gzipped (``.gz``) or raw.
 
@@ -394,7 +393,6 @@ def _as_nchw(where: str, name: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-@DATASETS.register("npz")
 def _load_npz(path: Path | None) -> LoaderOutput:
     """A NumPy ``.npz`` file with arrays ``x`` (uint8 images) and ``y`` (integer labels), optionally
     ``x_test`` and ``y_test``, and ``classes`` (one name per label).
@@ -507,7 +505,6 @@ def _folder_members(path: Path) -> list[tuple[str, str, str, Callable[[], bytes]
     return sorted((m[1:] for m in found), key=lambda m: m[:3])
 
 
-@DATASETS.register("image-folder")
 def _load_image_folder(path: Path | None) -> LoaderOutput:
     """Images in ``train/<class>/<file>`` and ``test/<class>/<file>``, in a directory or a tar archive
     (``.tar``, ``.tar.gz``, ``.tgz``; read straight from the archive, nothing is extracted).

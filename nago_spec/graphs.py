@@ -39,7 +39,7 @@ class GraphModel:
         return tuple(p.name for p in self.params)
 
 
-GRAPH_MODELS: Registry[GraphModel] = Registry("graph model")
+GRAPH_MODELS: Registry[GraphModel] = Registry("graph model", "nago_spec.graph_models")
 
 _NODES = GraphParam("nodes", int, 1, None, "number of nodes N")
 _PROB = GraphParam("p", float, 0.0, 1.0, "probability")

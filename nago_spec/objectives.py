@@ -11,7 +11,6 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -81,59 +80,6 @@ def adapt_callable(fn: Callable[..., Any]) -> Callable[[EvalContext], Any]:
     return lambda ctx: fn(ctx.params)
 
 
-class ObjectiveRegistry(Registry[Objective]):
-    """The objective registry: built-ins, plus plug-ins from the ``nago_spec.objectives`` entry points.
-
-    Plug-ins are loaded lazily, the first time a name is looked up that is not registered; each entry
-    point is loaded at most once. An entry point loads to an :class:`Objective` or to a callable with
-    the spec callable contract (``fn(params)`` or ``fn(params, ctx)``, returning a number); a callable
-    may carry ``direction``, ``unit``, ``cheap`` and ``doc`` attributes (default: minimize, "value",
-    not cheap, its docstring's first line). A plug-in that fails to load is reported when its name is
-    looked up, naming the plug-in.
-    """
-
-    def __init__(self, kind: str, group: str = ENTRY_POINT_GROUP):
-        super().__init__(kind)
-        self.group = group
-        self._seen: set[tuple[str, str]] = set()
-        self._failed: dict[str, str] = {}
-
-    def load_plugins(self) -> None:
-        """Register every not yet loaded entry point of the group (cheap when nothing is new)."""
-        for ep in entry_points(group=self.group):
-            key = (ep.name, ep.value)
-            if key in self._seen:
-                continue
-            self._seen.add(key)
-            dist = getattr(ep.dist, "name", None) or "?"
-            where = f"objective plug-in '{ep.name}' ({ep.value}, distribution {dist})"
-            if ep.name in self._items:
-                log.warning("%s ignored: an objective '%s' is already registered", where, ep.name)
-                continue
-            try:
-                self.register(ep.name, _plugin_objective(ep.name, ep.load()))
-            except Exception as exc:  # noqa: BLE001 - an installed package's bug must not break other look-ups
-                self._failed[ep.name] = f"{where} failed to load: {type(exc).__name__}: {exc}"
-
-    def load_error(self, name: str) -> str | None:
-        """Why the plug-in providing ``name`` failed to load, or None."""
-        if name not in self._items:
-            self.load_plugins()
-        return self._failed.get(name)
-
-    def get(self, name: str) -> Objective:
-        if name not in self._items:
-            self.load_plugins()
-            if name in self._failed:
-                raise RegistryError(self._failed[name])
-        return super().get(name)
-
-    def __contains__(self, name: object) -> bool:
-        if isinstance(name, str) and name not in self._items:
-            self.load_plugins()
-        return name in self._items
-
-
 def _plugin_objective(name: str, obj: Any) -> Objective:
     if isinstance(obj, Objective):
         if obj.name != name:
@@ -149,7 +95,12 @@ def _plugin_objective(name: str, obj: Any) -> Objective:
                      adapt_callable(obj), doc)
 
 
-OBJECTIVES = ObjectiveRegistry("objective")
+#: The objective registry: built-ins, plus plug-ins from the ``nago_spec.objectives`` entry points. An
+#: entry point loads to an :class:`Objective` or to a callable with the spec callable contract
+#: (``fn(params)`` or ``fn(params, ctx)``, returning a number); a callable may carry ``direction``,
+#: ``unit``, ``cheap`` and ``doc`` attributes (default: minimize, "value", not cheap, its docstring's
+#: first line).
+OBJECTIVES: Registry[Objective] = Registry("objective", ENTRY_POINT_GROUP, convert=lambda name, obj: _plugin_objective(name, obj))
 
 
 # -- built-ins ---------------------------------------------------------------------------------------

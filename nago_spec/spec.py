@@ -26,13 +26,10 @@ from nago_spec.device import DEVICE_KINDS, PRECISIONS
 from nago_spec.generator import CONV_OP_NAMES, CONV_TYPES, MERGE_NAMES, OP_NAMES
 from nago_spec.graphs import GRAPH_MODELS, GraphParam
 from nago_spec.objectives import OBJECTIVES
-from nago_spec.registry import did_you_mean
+from nago_spec.registry import BACKENDS, DATASETS, STRATEGIES, Registry, did_you_mean
 
 SUPPORTED_VERSION = 1
-DATASET_NAMES = ("digits", "idx", "npz", "image-folder")
 SPACE_KINDS = ("hnag", "rnag", "params")
-STRATEGY_NAMES = ("bo", "evolution", "random")
-BACKEND_NAMES = ("local", "process", "ray")
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("minimize", "maximize")
 LEVELS = ("top", "mid", "bottom")
@@ -852,6 +849,21 @@ def _choice(kind: str, names: tuple[str, ...] | list[str]) -> Rule:
     return rule
 
 
+def _registered(registry: Registry[Any]) -> Rule:
+    """A name the registry holds (a plug-in's too); a plug-in that failed to load is named."""
+
+    def rule(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Invalid(f"must be a string naming a {registry.kind}; valid: {', '.join(registry.names())}")
+        if v not in registry:
+            names = registry.names()
+            raise _Invalid(registry.load_error(v) or
+                           f"unknown {registry.kind}{did_you_mean(v, names)}; valid: {', '.join(names)}")
+        return v
+
+    return rule
+
+
 def _run_name(v: Any) -> str:
     # The name becomes the run directory runs/<name>, so it cannot climb out of it.
     if not isinstance(v, str) or not v.strip() or v in (".", "..") or re.search(r"[/\\]", v):
@@ -1010,7 +1022,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
     constraints = _constraints(rep, raw, base)
     search = _search(rep, rep.table("search", raw.get("search", {}), "[search]"), base)
     run = _simple(rep, "run", raw, RunSpec, {
-        "backend": _choice("backend", BACKEND_NAMES),
+        "backend": _registered(BACKENDS),
         "workers": _integer(ge=1),
         "trial_timeout": _number(gt=0),
         "max_retries": _integer(ge=0),
@@ -1134,7 +1146,7 @@ def _channels_last(v: Any) -> bool | str:
 
 def _search(rep: _Report, table: dict[str, Any], base: Path) -> SearchSpec:
     values = rep.check("[search]", table, {
-        "strategy": _choice("strategy", STRATEGY_NAMES),
+        "strategy": _registered(STRATEGIES),
         "budget": _integer(ge=1),
         "initial": _integer(ge=1),
         "batch": _integer(ge=1),
@@ -1262,7 +1274,7 @@ def _option_default(default: Any) -> str:
 
 def _data(rep: _Report, table: dict[str, Any], base: Path) -> DataSpec:
     values = rep.check("[data]", table, {
-        "dataset": _choice("dataset", DATASET_NAMES),
+        "dataset": _registered(DATASETS),
         "path": _existing_path(base),
         "val_fraction": _number(gt=0, lt=1),
         "limit": _integer(ge=10),

@@ -31,7 +31,7 @@ from typing import Any
 
 from nago_spec.device import SHARED_MEMORY_SHARE, Binding, ray_device
 from nago_spec.errors import NagoError
-from nago_spec.registry import Registry
+from nago_spec.registry import BACKENDS as _BACKENDS
 from nago_spec.runners.worker import init_worker, set_binding
 
 log = logging.getLogger(__name__)
@@ -474,10 +474,8 @@ class RayBackend(Backend):
             self._ray.shutdown()
 
 
-BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
-BACKENDS.register("local", LocalBackend)
-BACKENDS.register("process", ProcessBackend)
-BACKENDS.register("ray", RayBackend)
+#: [run].backend -> backend class (the built-ins registered by reference in nago_spec.registry).
+BACKENDS = _BACKENDS
 
 
 def make_backend(name: str, workers: int | None, **options: Any) -> Backend:

@@ -11,7 +11,7 @@ from typing import Any
 
 from nago_spec import __version__
 from nago_spec.errors import DataError, NagoError, SpecError
-from nago_spec.spec import BACKEND_NAMES
+from nago_spec.registry import BACKENDS
 from nago_spec.runners.progress import MODES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
     r.add_argument("--seed", type=int)
     r.add_argument("--budget", type=int, help="evaluations in all (a resumed run may be extended)")
-    r.add_argument("--backend", choices=BACKEND_NAMES, help="where trials run (default: [run] backend)")
+    r.add_argument("--backend", metavar="{" + ",".join(BACKENDS.names()) + "}", help="where trials run (default: [run] backend)")
     r.add_argument("--workers", type=int)
     r.add_argument("--device", help='where networks train: auto, cpu, cuda, cuda:N, mps (default: [run] device)')
     r.add_argument("--force-new", action="store_true", help="discard the run already in the directory")

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from nago_spec.errors import SpecError
+from nago_spec.registry import BACKENDS, DATASETS, STRATEGIES
 from nago_spec.spec import (
-    BACKEND_NAMES,
-    DATASET_NAMES,
-    STRATEGY_NAMES,
     ConstraintSpec,
     FrozenMap,
     ObjectiveSpec,
@@ -203,7 +201,7 @@ def test_minimal_spec_takes_every_default(tmp_path):
     assert (spec.train.epochs, spec.train.nesterov, spec.train.weight_decay, spec.train.max_seconds) == (
         2.0, True, 5e-4, None)
     assert (spec.run.backend, spec.run.workers, spec.export.max_models) == ("process", None, None)
-    assert "digits" in DATASET_NAMES and "bo" in STRATEGY_NAMES and "local" in BACKEND_NAMES
+    assert "digits" in DATASETS and "bo" in STRATEGIES and "local" in BACKENDS
 
 
 def test_level_values(tmp_path):
@@ -364,7 +362,7 @@ def test_top_level_errors(tmp_path, text, line):
 @pytest.mark.parametrize(
     ("body", "line"),
     [
-        ('dataset = "cifar"', '[data].dataset = "cifar": unknown dataset; valid: digits, idx, npz, image-folder'),
+        ('dataset = "cifar"', '[data].dataset = "cifar": unknown dataset; valid: digits, idx, image-folder, npz'),
         ('dataset = "idz"\npath = "d"', "[data].dataset = \"idz\": unknown dataset (did you mean 'idx'?)"),
         ('dataset = "idx"', '[data].path: missing: required with dataset = "idx"'),
         ('path = "d"', '[data].path = "d": not allowed with dataset = "digits"'),
@@ -585,7 +583,7 @@ def test_search_options_are_loaded_as_typed_and_passed_to_the_strategy(tmp_path)
 
     spec = load_text(tmp_path, MINIMAL + '[search]\nstrategy = "evolution"\n[search.options]\n'
                                          "pop_size = 12\neta_crossover = 10\nmutation_prob = 0.25\n")
-    assert spec.search.strategy == "evolution" and "evolution" in STRATEGY_NAMES
+    assert spec.search.strategy == "evolution" and "evolution" in STRATEGIES
     assert spec.search.options == {"pop_size": 12, "eta_crossover": 10.0, "mutation_prob": 0.25}
     assert type(spec.search.options["eta_crossover"]) is float  # an int is taken where the default is a float
     assert isinstance(spec.search.options, FrozenMap)
