@@ -493,11 +493,31 @@ class Spec:
                 del d["train"][key]
         return d
 
-    def search_hash(self) -> str:
-        """sha256 of everything that changes the search (search_dict())."""
+    def key(self, scope: str = "search") -> str:
+        """The spec's identity, at the scope a caller compares:
+
+        - ``"search"``: sha256 of search_dict(), everything that changes the search (the ONNX
+          models' ``nago.spec_hash``, the store's ``spec_hash``);
+        - ``"resume"``: search_dict() less the budget and the warm-start runs, as canonical JSON,
+          what a run directory must keep to be continued (JSON, so that a refusal can name the
+          keys that changed: changed_keys);
+        - ``"export"``: sha256 (16 hex digits) of the resume key and [export], the final-training
+          settings the exported models of a run are stored under.
+
+        The values are those earlier versions stored, so old runs resume and keep their models.
+        """
         d = self.search_dict()
-        canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        if scope == "search":
+            return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        d["search"].pop("budget", None)
+        d["search"].pop("warm_start", None)
+        resume = json.dumps(d, sort_keys=True)
+        if scope == "resume":
+            return resume
+        if scope == "export":
+            blob = resume + json.dumps(self.to_dict()["export"], sort_keys=True)
+            return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        raise ValueError(f"key: scope must be 'search', 'resume' or 'export', not {scope!r}")
 
 
 def changed_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -541,7 +561,7 @@ def _fields_dict(obj: Any) -> dict[str, Any]:
 
 def _search_dict(s: SearchSpec) -> dict[str, Any]:
     d = _fields_dict(s)
-    if not s.options:  # left out, so specs without options keep the search_hash they had before options
+    if not s.options:  # left out, so specs without options keep the key they had before options
         d.pop("options")
     if s.fidelity is None:
         d.pop("fidelity", None)

@@ -29,6 +29,29 @@ class TrialState(str, Enum):
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What became of one job, as it goes from the worker to the store and the strategy: a trial's
+    objective ``values`` and per-architecture ``samples``, or a final model's manifest ``entry``,
+    when it completed; its ``error`` when it failed; and the ``host`` and ``device`` it ran on, where
+    a worker answered."""
+
+    values: dict[str, float] | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    entry: dict[str, Any] | None = None
+    error: str | None = None
+    host: str | None = None
+    device: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, error: str, host: str | None = None, device: str | None = None) -> Outcome:
+        return cls(error=error, host=host, device=device)
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial as stored. ``values`` maps objective name to value (None unless COMPLETE)."""
 
@@ -214,6 +237,13 @@ class Store:
                 " device = COALESCE(?, device) WHERE id = ?",
                 (TrialState.FAILED.value, error, time.time(), host, device, trial_id),
             )
+
+    def finish(self, trial_id: int, outcome: Outcome) -> None:
+        """Record a trial's outcome: complete with its values, or failed with its error."""
+        if outcome.ok:
+            self.complete(trial_id, outcome.values or {}, outcome.samples, outcome.host, outcome.device)
+        else:
+            self.fail(trial_id, outcome.error or "failed", outcome.host, outcome.device)
 
     def requeue(self, trial_id: int, reason: str) -> None:
         """Put one RUNNING trial back to PENDING (its worker died), keeping ``reason`` as its error text

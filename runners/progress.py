@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nago_spec.problem import ObjectiveInfo
+from nago_spec.store import Outcome
 
 MODES = ("auto", "rich", "plain", "quiet", "json")
 
@@ -58,23 +59,23 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, description=self._describe(None, n))
 
-    def finished(self, trial: int, out: dict[str, Any], running: int, summary: dict[str, Any]) -> None:
+    def finished(self, trial: int, out: Outcome, running: int, summary: dict[str, Any]) -> None:
         done = summary["counts"]["COMPLETE"] + summary["counts"]["FAILED"]
         if self.mode == "rich":
             self._bar.update(self._task, completed=done, description=self._describe(summary, running))
-            if not out["ok"]:
-                self._bar.console.print(f"[red]trial {trial} failed:[/red] {out['error'].splitlines()[0]}")
+            if not out.ok:
+                self._bar.console.print(f"[red]trial {trial} failed:[/red] {out.error.splitlines()[0]}")
         elif self.mode == "plain":
             what = (
-                ", ".join(f"{k}={v:.4g}" for k, v in out["values"].items())
-                if out["ok"]
-                else "FAILED: " + out["error"].splitlines()[0]
+                ", ".join(f"{k}={v:.4g}" for k, v in out.values.items())
+                if out.ok
+                else "FAILED: " + out.error.splitlines()[0]
             )
             print(f"[{done}/{self.total}] trial {trial}: {what} | {self._describe(summary, running)}{self._eta(done)}",
                   file=sys.stderr, flush=True)
         elif self.mode == "json":
-            self._emit({"event": "trial", "trial": trial, "state": "COMPLETE" if out["ok"] else "FAILED",
-                        "values": out.get("values"), "error": out.get("error"), **summary})
+            self._emit({"event": "trial", "trial": trial, "state": "COMPLETE" if out.ok else "FAILED",
+                        "values": out.values, "error": out.error, **summary})
 
     def message(self, text: str) -> None:
         if self.mode == "json":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ from nago_spec.report import (
     write_report,
 )
 from nago_spec.spec import Spec, changed_keys, dump_toml, load_spec
-from nago_spec.store import Store, TrialRecord, TrialState
+from nago_spec.store import Outcome, Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
 from nago_spec.warm import warm_trials
 from nago_spec.runners import worker
@@ -85,15 +84,6 @@ def overrides(opts: RunOptions) -> dict[str, Any]:
     return o
 
 
-def resume_key(spec: Spec) -> str:
-    """What must not change for a run directory to be continued: the search, less its budget and its
-    warm-start runs (a study may be given more, nago_spec.Study.add_trials)."""
-    d = spec.search_dict()
-    d.get("search", {}).pop("budget", None)
-    d.get("search", {}).pop("warm_start", None)
-    return json.dumps(d, sort_keys=True)
-
-
 def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
     """Create or check ``run_dir`` and write the resolved spec.toml there (what status, report, export
     and a resume read); returns its path."""
@@ -106,8 +96,8 @@ def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
     if db.exists():
         with Store(db) as store:
             old = store.get_meta("resume_key")
-        if old is not None and old != resume_key(spec):
-            changed = changed_keys(json.loads(old), json.loads(resume_key(spec))) or ["?"]
+        if old is not None and old != spec.key("resume"):
+            changed = changed_keys(json.loads(old), json.loads(spec.key("resume"))) or ["?"]
             raise StoreError(
                 f"{run_dir} holds a run of a different search (changed: {', '.join(changed)}); "
                 "use --force-new to start over or --out for another directory"
@@ -146,8 +136,8 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
     try:
         with Store(run_dir / "study.db") as store:
             clock = WallClock(store, started)
-            store.set_meta("resume_key", resume_key(spec))
-            store.set_meta("spec_hash", spec.search_hash())
+            store.set_meta("resume_key", spec.key("resume"))
+            store.set_meta("spec_hash", spec.key("search"))
             requeued = store.requeue_running()
             if requeued:
                 log.info("re-queued trials left running by a stopped run: %s", requeued)
@@ -269,7 +259,7 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
     all_trials = {t.id: t for t in store.trials()}
     queue = deque(t.id for t in all_trials.values() if t.state is TrialState.PENDING)
     running: dict[Future, int] = {}
-    lost: dict[int, int] = {}  # trial id -> workers that died under it in this process
+    retries = Retries(spec.run.max_retries)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.FAILED) for t in all_trials.values())
     progress.start(finished, _summary(store, problem))
     while True:
@@ -295,35 +285,48 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
         done, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in sorted(done, key=lambda f: running[f]):
             tid = running.pop(fut)
-            try:
-                out = fut.result()
-            except WorkerLost as exc:
-                lost[tid] = lost.get(tid, 0) + 1
-                if lost[tid] <= spec.run.max_retries:
-                    store.requeue(tid, f"{exc}; re-queued ({lost[tid]} of {spec.run.max_retries} retries)")
-                    queue.appendleft(tid)
-                    progress.message(f"trial {tid}: {exc}; re-queued")
-                    continue
-                out = {"ok": False, "error": f"{exc} ({lost[tid]} time(s); max_retries = {spec.run.max_retries})"}
-            except TrialTimeout as exc:
-                out = {"ok": False, "error": str(exc)}
-            except Exception as exc:  # noqa: BLE001 - the backend's failure is this trial's, not the run's
-                out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            where = {"host": out.get("host"), "device": out.get("device")}  # the worker's, when it answered
-            if out["ok"]:
-                store.complete(tid, out["values"], out["samples"], **where)
-            else:
-                store.fail(tid, out["error"], **where)
+            out, retry = retries.settle(tid, fut)
+            if out is None:
+                store.requeue(tid, retry)
+                queue.appendleft(tid)
+                progress.message(f"trial {tid}: {retry}")
+                continue
+            store.finish(tid, out)
             untold.append((tid, out))
             if not synchronous or not (running or queue):
                 for i, o in sorted(untold, key=lambda x: x[0]):
                     t = all_trials[i]
-                    strategy.tell(i, t.params, o["values"] if o["ok"] else None,
-                                  sample_noise(o["samples"]) if o["ok"] else None, budget=t.budget)
+                    strategy.tell(i, t.params, o.values if o.ok else None,
+                                  sample_noise(o.samples) if o.ok else None, budget=t.budget)
                 untold.clear()
             if clock is not None:
                 clock()
             progress.finished(tid, out, len(running), _summary(store, problem))
+
+
+class Retries:
+    """The one failure policy of a run's jobs, trials and final models alike: a job whose worker died
+    (WorkerLost: killed, segfault, out of host memory) is re-queued up to ``max_retries`` times, then
+    failed; one that ran past its time limit (TrialTimeout) fails at once, as a hang would recur;
+    anything else the backend raises fails that job alone."""
+
+    def __init__(self, max_retries: int):
+        self.max_retries = max_retries
+        self.lost: dict[Any, int] = {}  # job -> workers that died under it in this process
+
+    def settle(self, job: Any, fut: Future) -> tuple[Outcome | None, str | None]:
+        """``(outcome, None)`` for a finished job, or ``(None, why)`` when it is to be re-queued."""
+        try:
+            return fut.result(), None
+        except WorkerLost as exc:
+            n = self.lost[job] = self.lost.get(job, 0) + 1
+            if n <= self.max_retries:
+                return None, f"{exc}; re-queued ({n} of {self.max_retries} retries)"
+            return Outcome.failed(f"{exc} ({n} time(s); max_retries = {self.max_retries})"), None
+        except TrialTimeout as exc:
+            return Outcome.failed(str(exc)), None
+        except Exception as exc:  # noqa: BLE001 - the backend's failure is this job's, not the run's
+            return Outcome.failed(f"{type(exc).__name__}: {exc}"), None
 
 
 def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: int) -> list[int]:
@@ -413,12 +416,6 @@ def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
     return ordered[: spec.export.max_models] if spec.export.max_models else ordered
 
 
-def export_key(spec: Spec) -> str:
-    """Identifies the final-training settings: the search (less its budget) and [export]."""
-    blob = resume_key(spec) + json.dumps(spec.to_dict().get("export", {}), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
                   problem, store: Store, progress: Progress | None = None,
                   clock: Callable[[], float] | None = None) -> dict[str, Any]:
@@ -426,19 +423,19 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
     point, into ``run_dir/models``; writes and returns manifest.json.
 
     Each finished model is recorded in the store at once, so a killed export resumes with the
-    models still missing; rows of other settings (``export_key``) are ignored and their files
+    models still missing; rows of other settings (``spec.key("export")``) are ignored and their files
     removed. A model whose worker died is re-queued up to ``run.max_retries`` times.
     """
     models_dir = run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
-    key = export_key(spec)
+    key = spec.key("export")
     done = store.finals(key)
     queue = deque((t, k) for t in chosen for k in range(spec.export.samples) if (t.id, k) not in done)
     if queue and progress is not None:
         progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
                          f"{len(chosen)} point(s)")
     running: dict[Future, tuple[TrialRecord, int]] = {}
-    lost: dict[tuple[int, int], int] = {}
+    retries = Retries(spec.run.max_retries)
     while queue or running:
         while queue and len(running) < backend.workers:
             t, k = queue.popleft()
@@ -448,27 +445,23 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in finished:
             t, k = running.pop(fut)
-            try:
-                out = fut.result()
-            except WorkerLost as exc:
-                lost[t.id, k] = lost.get((t.id, k), 0) + 1
-                if lost[t.id, k] <= spec.run.max_retries:
-                    queue.appendleft((t, k))
-                    continue
-                out = {"ok": False, "error": f"{exc} ({lost[t.id, k]} time(s); max_retries = {spec.run.max_retries})"}
-            except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
-                out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            if out["ok"] and not _finite(out["entry"]["metrics"]):
-                out = {"ok": False, "error": f"non-finite metrics: {out['entry']['metrics']}"}
-            if out["ok"]:
-                store.save_final(t.id, k, key, {**out["entry"], "objectives": t.values})
+            out, retry = retries.settle((t.id, k), fut)
+            if out is None:
+                queue.appendleft((t, k))
                 if progress is not None:
-                    m = out["entry"]["metrics"]
+                    progress.message(f"trial {t.id} sample {k}: {retry}")
+                continue
+            if out.ok and not _finite(out.entry["metrics"]):
+                out = Outcome.failed(f"non-finite metrics: {out.entry['metrics']}")
+            if out.ok:
+                store.save_final(t.id, k, key, {**out.entry, "objectives": t.values})
+                if progress is not None:
+                    m = out.entry["metrics"]
                     progress.message(f"trial {t.id} sample {k}: test accuracy {m['test_accuracy']:.4f}, "
-                                     f"{out['entry']['params']} params")
+                                     f"{out.entry['params']} params")
             else:
-                store.save_final(t.id, k, key, None, out["error"])
-                log.error("final training of trial %d sample %d failed: %s", t.id, k, out["error"])
+                store.save_final(t.id, k, key, None, out.error)
+                log.error("final training of trial %d sample %d failed: %s", t.id, k, out.error)
             if clock is not None:
                 clock()
     manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
@@ -508,7 +501,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
         })
     return {
         "spec": spec.name,
-        "spec_hash": spec.search_hash(),
+        "spec_hash": spec.key("search"),
         "export_key": key,
         "selection": e.select,
         "ordered_by": e.order_by or problem.objectives[0].name,

@@ -13,6 +13,7 @@ from typing import Any
 from nago_spec.device import Binding, free_memory, is_out_of_memory, oom_message
 from nago_spec.errors import NagoError
 from nago_spec.spec import Spec
+from nago_spec.store import Outcome
 
 #: Where this process trains (set by init_worker, or per call on Ray: set_binding).
 _BINDING = Binding()
@@ -124,18 +125,18 @@ def prepare(spec: Spec, run_dir: str | None) -> None:
 def evaluate_trial(
     spec: Spec, run_dir: str | None, trial_id: int, params: dict[str, Any], budget: float | None = None,
     config: int | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Evaluate one trial (at ``budget``, with ``config``'s architectures, in a multi-fidelity run) on
-    this worker's device; never raises: returns ``{"ok", "values", "samples", "host", "device"}`` or
-    ``{"ok", "error", "host", "device"}``, ``host`` and ``device`` saying where it really ran. An
-    accelerator's out-of-memory error fails the trial and gives the memory back."""
+    this worker's device; never raises: its Outcome has the values and samples, or the error, and
+    the host and device it really ran on. An accelerator's out-of-memory error fails the trial and
+    gives the memory back."""
     b = _BINDING
     where = {"host": socket.gethostname(), "device": b.label}
     try:
         evaluator = _evaluator(spec, run_dir)
         data = load_data(spec, device=b.device)
         values, samples = evaluator.evaluate(params, trial_id, data, budget=budget, config=config, device=b.device)
-        return {"ok": True, "values": values, "samples": samples, **where}
+        return Outcome(values=values, samples=samples, **where)
     except NagoError as exc:
         error = str(exc)
     except MemoryError:
@@ -149,25 +150,24 @@ def evaluate_trial(
     # out of the except block: the exception, its traceback and the frames holding the trial's model
     # and activations are gone, so their memory can be given back
     free_memory(b.device)
-    return {"ok": False, "error": error, **where}
+    return Outcome.failed(error, **where)
 
 
 def final_train_export(
     spec: Spec, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: str,
     config: int | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Train architecture ``sample`` of trial ``trial_id``'s generator point for the final budget, test
     it, export it to ``out`` and time it. The architectures are seeded as the search seeded them:
     from ``config``, the configuration a multi-fidelity trial belongs to, else from the trial.
 
     It trains on this worker's device; the export, its parity check and its timing run on a CPU
-    copy, as the model is deployed. Returns ``{"ok": True, "entry": <manifest entry>}`` or
-    ``{"ok": False, "error"}``.
+    copy, as the model is deployed. Never raises: its Outcome has the manifest entry, or the error.
     """
     device = _BINDING.device
     try:
         entry = _final_train_export(spec, run_dir, trial_id, params, sample, Path(out), device, config)
-        return {"ok": True, "entry": entry}
+        return Outcome(entry=entry, host=socket.gethostname(), device=_BINDING.label)
     except NagoError as exc:
         error = str(exc)
     except MemoryError:
@@ -175,7 +175,7 @@ def final_train_export(
     except Exception as exc:  # noqa: BLE001 - one model failing must not lose the others
         error = oom_message(exc, _BINDING.label) if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
     free_memory(device)  # as in evaluate_trial, once the failed training's frames are gone
-    return {"ok": False, "error": error}
+    return Outcome.failed(error, socket.gethostname(), _BINDING.label)
 
 
 def _final_train_export(
@@ -219,7 +219,7 @@ def _final_train_export(
         input_shape=input_shape,
         opset=e.opset,
         metadata={
-            "nago.spec_hash": spec.search_hash(),
+            "nago.spec_hash": spec.key("search"),
             "nago.trial": str(trial_id),
             "nago.sample": str(sample),
             "nago.seed": str(seed),

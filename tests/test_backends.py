@@ -379,3 +379,25 @@ def test_a_synchronous_study_on_two_ray_workers_equals_one_worker_in_process(tmp
     on_ray = Study.create(spec, tmp_path / "ray").optimize(uneven_zdt1, progress="quiet")
     assert len(local.trials()) == 10
     assert [(t.id, t.params, t.values) for t in on_ray.trials()] == [(t.id, t.params, t.values) for t in local.trials()]
+
+
+def test_one_retry_policy_settles_trials_and_final_models_alike():
+    """Issue 20 (2): the search and the export shared no failure policy (only the search's copy
+    caught TrialTimeout); both loops now settle their jobs through Retries."""
+    from concurrent.futures import Future
+
+    from nago_spec.runners.run import Retries
+
+    def raised(exc):
+        fut = Future()
+        fut.set_exception(exc)
+        return fut
+
+    r = Retries(1)
+    assert r.settle(3, raised(WorkerLost("its worker died"))) == (None, "its worker died; re-queued (1 of 1 retries)")
+    out, retry = r.settle(3, raised(WorkerLost("its worker died")))
+    assert retry is None and not out.ok and out.error == "its worker died (2 time(s); max_retries = 1)"
+    assert r.settle((3, 0), raised(WorkerLost("died")))[0] is None  # a final model counts on its own
+    assert r.settle((3, 0), raised(TrialTimeout(4)))[0].error == \
+        "exceeded the trial time limit of 4 s; its worker was killed"  # a BaseException: no bare except caught it
+    assert r.settle(4, raised(OSError("pipe")))[0].error == "OSError: pipe"

@@ -250,7 +250,7 @@ def test_default_precision_and_determinism_leave_old_runs_resumable(tmp_path, ti
     spec = load_spec(tiny_spec)
     assert "precision" not in spec.search_dict()["train"] and "deterministic" not in spec.search_dict()["train"]
     bf16 = load_spec(tiny_spec, {"train": {"precision": "bf16"}})
-    assert bf16.search_dict()["train"]["precision"] == "bf16" and bf16.search_hash() != spec.search_hash()
+    assert bf16.search_dict()["train"]["precision"] == "bf16" and bf16.key() != spec.key()
 
 
 # -- precision -------------------------------------------------------------------------------------
@@ -398,9 +398,9 @@ def test_a_simulated_gpu_worker_binding_labels_its_trials(tmp_path, tiny_spec, m
     monkeypatch.setattr(worker, "_BINDING", Binding("cpu", None, None, None))
     spec = _spec(tmp_path, tiny_spec, '[run]\nbackend = "local"\n')
     params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
-    assert worker.evaluate_trial(load_spec(spec), None, 0, params)["device"] == "cpu"
+    assert worker.evaluate_trial(load_spec(spec), None, 0, params).device == "cpu"
     monkeypatch.setattr(worker, "_BINDING", Binding("cpu", None, None, "GPU-5f2c"))
-    assert worker.evaluate_trial(load_spec(spec), None, 0, params)["device"] == "cuda:GPU-5f2c"
+    assert worker.evaluate_trial(load_spec(spec), None, 0, params).device == "cuda:GPU-5f2c"
 
 
 

@@ -922,18 +922,18 @@ def test_dumped_spec_runs_from_another_directory(tmp_path, problems):
 
 def test_search_hash(tmp_path):
     path = write(tmp_path, NETWORK_EXAMPLE)
-    base = load_spec(path).search_hash()
+    base = load_spec(path).key()
     assert re.fullmatch(r"[0-9a-f]{64}", base)
-    assert load_spec(path).search_hash() == base
-    assert load_spec(path, {"run": {"workers": 1, "backend": "local"}}).search_hash() == base
-    assert load_spec(path, {"name": "other", "export": {"final_epochs": 1}}).search_hash() == base
-    assert load_spec(path, {"train": {"epochs": 3}}).search_hash() != base
-    assert load_spec(path, {"seed": 1}).search_hash() != base
-    assert load_spec(path, {"search": {"budget": 21}}).search_hash() != base
-    beta = load_spec(path, {"search": {"options": {"beta": 3.0}}}).search_hash()
+    assert load_spec(path).key() == base
+    assert load_spec(path, {"run": {"workers": 1, "backend": "local"}}).key() == base
+    assert load_spec(path, {"name": "other", "export": {"final_epochs": 1}}).key() == base
+    assert load_spec(path, {"train": {"epochs": 3}}).key() != base
+    assert load_spec(path, {"seed": 1}).key() != base
+    assert load_spec(path, {"search": {"budget": 21}}).key() != base
+    beta = load_spec(path, {"search": {"options": {"beta": 3.0}}}).key()
     assert beta != base
-    assert load_spec(path, {"search": {"options": {"beta": 3}}}).search_hash() == beta  # 3 is 3.0 here
-    assert load_spec(path, {"search": {"options": {}}}).search_hash() == base  # no options, as before
+    assert load_spec(path, {"search": {"options": {"beta": 3}}}).key() == beta  # 3 is 3.0 here
+    assert load_spec(path, {"search": {"options": {}}}).key() == base  # no options, as before
 
 
 def test_search_options_round_trip(tmp_path):
@@ -1237,9 +1237,9 @@ def test_extended_rnag_round_trip(tmp_path):
 
 def test_search_hash_follows_the_extended_knobs(tmp_path):
     path = write(tmp_path, EXTENDED)
-    base = load_spec(path).search_hash()
-    assert load_spec(path, {"space": {"top": {"merge": {"sum": [0, 1], "concat": [0, 0.5]}}}}).search_hash() != base
-    assert load_spec(path, {"space": {"mid": {"merge": "sum"}}}).search_hash() != base
-    assert load_spec(path, {"space": {"conv_type": "normal"}}).search_hash() != base
-    assert load_spec(path, {"space": {"ops": {"conv3x3": 1}}}).search_hash() != base
-    assert load_spec(path, {"space": {"mid": {"merge": ["concat"]}}}).search_hash() == base  # same distribution
+    base = load_spec(path).key()
+    assert load_spec(path, {"space": {"top": {"merge": {"sum": [0, 1], "concat": [0, 0.5]}}}}).key() != base
+    assert load_spec(path, {"space": {"mid": {"merge": "sum"}}}).key() != base
+    assert load_spec(path, {"space": {"conv_type": "normal"}}).key() != base
+    assert load_spec(path, {"space": {"ops": {"conv3x3": 1}}}).key() != base
+    assert load_spec(path, {"space": {"mid": {"merge": ["concat"]}}}).key() == base  # same distribution
