@@ -8,25 +8,29 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 STATES = ("PENDING", "RUNNING", "COMPLETE", "FAILED")
 FINISHED = ("COMPLETE", "FAILED")
+#: What a budget measures: training epochs, or a fraction of the training split.
+FIDELITY_ON = ("epochs", "data")
 _TOL = 1e-9  # slack on budget comparisons, so that costs summing to the budget exactly fit
 
 
 @dataclass(frozen=True)
 class Fidelity:
-    """The budget range of a multi-fidelity search: rung budgets ``max * eta**-i`` no smaller than ``min``.
+    """The budget range of a multi-fidelity search (``[search.fidelity]``): rung budgets
+    ``max * eta**-i`` no smaller than ``min``, in Hyperband brackets of successive halving.
 
-    A budget is whatever the objective is trained for (epochs, say); ``min > 0``, ``max >= min``,
-    ``eta >= 2`` is the factor between rungs (a rung keeps ``1/eta`` of the one below).
+    ``min > 0``, ``max >= min``, ``eta >= 2`` is the factor between rungs (a rung keeps ``1/eta`` of
+    the one below). ``on = "epochs"``: a trial's budget replaces [train].epochs; ``on = "data"``:
+    it is the fraction of the training split used (a seeded, stratified subset, nested across
+    budgets) with [train].epochs unchanged.
     """
 
     min: float
     max: float
     eta: int = 2
+    on: str = "epochs"
 
     def __post_init__(self) -> None:
         problems = []
@@ -38,6 +42,8 @@ class Fidelity:
             problems.append(f"`min <= max` must hold, but got (min={self.min!r}, max={self.max!r})")
         if not (isinstance(self.eta, (int, np.integer)) and not isinstance(self.eta, bool) and self.eta >= 2):
             problems.append(f"`eta` must be an integer >= 2, but got eta={self.eta!r}")
+        if self.on not in FIDELITY_ON:
+            problems.append(f"`on` must be one of {', '.join(FIDELITY_ON)}, but got on={self.on!r}")
         if problems:
             raise ValueError("invalid Fidelity: " + "; ".join(problems))
 
@@ -113,6 +119,10 @@ def promotion_order(rows: Sequence[Row]) -> list[Row]:
             raise ValueError(f"row {r.id}: a COMPLETE row needs a finite objective vector, but got f={r.f!r}")
     if len({len(r.f) for r in done}) > 1:
         raise ValueError(f"COMPLETE rows disagree on the number of objectives: {sorted({len(r.f) for r in done})}")
+    # imported here: a spec names this module's Fidelity, and loading one must not pay for pymoo
+    from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
     key: dict[int, tuple[int, int, float]] = {}
     for group, members in ((0, [r for r in done if r.feasible]), (1, [r for r in done if not r.feasible])):
         if not members:

@@ -45,10 +45,6 @@ class LevelConfig:
     params: Mapping[str, int | float]
     merge: Mapping[str, float] = field(default_factory=lambda: {"sum": 1.0})
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", dict(self.params))  # detach from the caller's dict
-        object.__setattr__(self, "merge", {k: float(v) for k, v in self.merge.items()})
-
     def problems(self, where: str) -> list[str]:
         """Every problem with this level, one line each (empty when valid)."""
         out = _distribution_problems(f"{where}.merge", self.merge, MERGE_NAMES, "merge")
@@ -96,9 +92,6 @@ class HnagConfig:
     conv_type: str = "normal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stage_ratios", tuple(float(r) for r in self.stage_ratios))
-        object.__setattr__(self, "channel_ratios", tuple(float(r) for r in self.channel_ratios))
-        object.__setattr__(self, "ops", {k: float(v) for k, v in self.ops.items()})
         problems = _distribution_problems("ops", self.ops, OP_NAMES, "operation")
         if self.conv_type not in CONV_TYPES:
             problems.append(f"conv_type = {self.conv_type!r}: must be one of {', '.join(CONV_TYPES)}")
@@ -159,7 +152,6 @@ class RnagConfig:
     head_width: int = 1280
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channel_ratios", tuple(float(r) for r in self.channel_ratios))
         problems = self.stage.problems("stage")
         if not self.channel_ratios:
             problems.append("channel_ratios = (): at least one stage is needed")

@@ -14,7 +14,7 @@ from nago_spec.callables import callable_label, load_callable
 from nago_spec.errors import TrialError
 from nago_spec.objectives import OBJECTIVES, EvalContext
 from nago_spec.objectives import adapt_callable as _adapt
-from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
+from nago_spec.problem import ObjectiveInfo, Problem
 from nago_spec.seeds import sample_seed
 from nago_spec.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 from nago_spec.spec import Range, Spec, TrainSpec
@@ -202,10 +202,7 @@ class Evaluator:
             ref: _adapt(ref if not isinstance(ref, str) else load_callable(ref, base))
             for ref in dict.fromkeys(self._callable_of.values())
         }
-        self.objectives = tuple(
-            ObjectiveInfo(o.name, o.direction, o.cheap, o.ref)  # the spec holds a built-in's own cost
-            for o in spec.objectives
-        )
+        self.objectives = spec.objectives  # with a built-in's own cost, resolved by the spec
         # quantities only a constraint names: measured with every trial, optimised by none
         declared = {o.name for o in self.objectives}
         extra = {c.objective: c for c in spec.constraints if c.objective not in declared}
@@ -231,7 +228,7 @@ class Evaluator:
         return Problem(
             space=build_space(self.spec),
             objectives=self.objectives,
-            constraints=tuple(ConstraintInfo(c.objective, c.min, c.max) for c in self.spec.constraints),
+            constraints=self.spec.constraints,
             cheap_fn=cheap_fn,
         )
 

@@ -13,13 +13,18 @@ DIRECTIONS = ("minimize", "maximize")
 
 @dataclass(frozen=True)
 class ObjectiveInfo:
-    """One objective: its name, direction, whether the optimiser may compute it exactly (``cheap``), and
-    the hypervolume reference value the user gave (``ref``, in the objective's own units; None: inferred)."""
+    """One objective, as the spec declares it and the optimiser sees it: its name, direction, whether
+    the optimiser may compute it exactly (``cheap``), the hypervolume reference value the user gave
+    (``ref``, in the objective's own units; None: inferred), and what measures it (``callable``: a
+    "module:function" or absolute "file.py:function" reference; in a plain-parameter space also a
+    Python function, or None until Study.optimize is given one; None for a built-in).
+    """
 
     name: str
     direction: str
-    cheap: bool
+    cheap: bool = False
     ref: float | None = None
+    callable: str | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -28,11 +33,17 @@ class ObjectiveInfo:
 
 @dataclass(frozen=True)
 class ConstraintInfo:
-    """``min <= value(objective) <= max``, either bound optional, in the objective's own units."""
+    """``min <= value(objective) <= max``, either bound optional, in the objective's own units.
+
+    ``objective`` names a declared or built-in objective, or, with ``callable``, a quantity that
+    callable measures for the constraint alone (``cheap`` as for objectives).
+    """
 
     objective: str
     min: float | None = None
     max: float | None = None
+    callable: str | None = None
+    cheap: bool = False
 
     def violation(self, value: float) -> float:
         """0 when ``value`` satisfies the constraint, else its distance to the violated bound."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
-from scipy.stats import qmc
 
 
 @dataclass(frozen=True)
@@ -205,6 +204,8 @@ class SearchSpace:
         """
         if n < 0 or skip < 0:
             raise ValueError(f"`n >= 0` and `skip >= 0` must hold, but got (n={n}, skip={skip})")
+        from scipy.stats import qmc  # imported here: loading a spec must not pay for scipy.stats
+
         engine = qmc.Sobol(self.dim, scramble=True, seed=np.random.default_rng(_entropy(seed)))
         with warnings.catch_warnings():
             # balance needs powers of two; a sequence continued trial by trial cannot have them

@@ -26,12 +26,13 @@ from nago_spec.device import DEVICE_KINDS, PRECISIONS
 from nago_spec.generator import CONV_OP_NAMES, CONV_TYPES, MERGE_NAMES, OP_NAMES
 from nago_spec.graphs import GRAPH_MODELS, GraphParam
 from nago_spec.objectives import OBJECTIVES
+from nago_spec.fidelity import FIDELITY_ON, Fidelity
+from nago_spec.problem import DIRECTIONS, ConstraintInfo, ObjectiveInfo
 from nago_spec.registry import BACKENDS, DATASETS, STRATEGIES, Registry, did_you_mean
 
 SUPPORTED_VERSION = 1
 SPACE_KINDS = ("hnag", "rnag", "params")
 PARAM_TYPES = ("float", "int", "categorical")
-DIRECTIONS = ("minimize", "maximize")
 LEVELS = ("top", "mid", "bottom")
 #: The one level table of an RNAG (RandWire) space: the graph each stage draws.
 RNAG_LEVEL = "stage"
@@ -236,54 +237,6 @@ class TrainSpec:
     deterministic: bool = False
 
 
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    """An objective; built-ins take direction and cost from OBJECTIVES, callables are absolute refs.
-
-    In a plain-parameter space ``callable`` may also be a Python function (a spec built from a dict,
-    or ``Study.optimize(fn)``), or missing until a function is given (``with_function``): neither is
-    written to the spec file. ``ref`` is the hypervolume reference value the user gives (the worst
-    value worth any credit, in the objective's own units); None lets the strategy infer one.
-    """
-
-    name: str
-    direction: str
-    callable: str | Callable[..., Any] | None = None
-    cheap: bool = False
-    ref: float | None = None
-
-
-@dataclass(frozen=True)
-class ConstraintSpec:
-    """A feasibility bound on one objective's value (``min``, ``max`` or both).
-
-    ``objective`` names a declared or built-in objective, or, with ``callable``, a quantity that
-    callable measures for the constraint alone (``cheap`` as for objectives).
-    """
-
-    objective: str
-    min: float | None = None
-    max: float | None = None
-    callable: str | None = None
-    cheap: bool = False
-
-
-FIDELITY_ON = ("epochs", "data")
-
-
-@dataclass(frozen=True)
-class FidelitySpec:
-    """Multi-fidelity search (Hyperband brackets of successive halving, nago_spec.fidelity).
-
-    ``on = "epochs"``: a trial's budget replaces [train].epochs; ``on = "data"``: it is the
-    fraction of the training split used (a seeded, stratified subset, nested across budgets)
-    with [train].epochs unchanged. Budgets run from ``max / eta**s_max`` (>= ``min``) to ``max``.
-    """
-
-    min: float
-    max: float
-    eta: int = 2
-    on: str = "epochs"
 
 
 @dataclass(frozen=True)
@@ -310,7 +263,7 @@ class SearchSpec:
     initial: int = 8
     batch: int = 2
     options: Mapping[str, Any] = FrozenMap()
-    fidelity: FidelitySpec | None = None
+    fidelity: Fidelity | None = None
     record: tuple[str, ...] = ()
     synchronous: bool = False
     warm_start: tuple[Path, ...] = ()
@@ -386,8 +339,8 @@ class Spec:
     data: DataSpec = DataSpec()
     space: SpaceSpec = SpaceSpec()
     train: TrainSpec = TrainSpec()
-    objectives: tuple[ObjectiveSpec, ...] = ()
-    constraints: tuple[ConstraintSpec, ...] = ()
+    objectives: tuple[ObjectiveInfo, ...] = ()
+    constraints: tuple[ConstraintInfo, ...] = ()
     search: SearchSpec = SearchSpec()
     run: RunSpec = RunSpec()
     export: ExportSpec = ExportSpec()
@@ -580,7 +533,7 @@ def _search_dict(s: SearchSpec) -> dict[str, Any]:
     return d
 
 
-def _objective_dict(o: ObjectiveSpec, kind: str) -> dict[str, Any]:
+def _objective_dict(o: ObjectiveInfo, kind: str) -> dict[str, Any]:
     d = _fields_dict(o)
     if o.callable is not None and not isinstance(o.callable, str):
         # a Python function is the caller's, given again to each Study.optimize: no part of the file or its keys
@@ -590,7 +543,7 @@ def _objective_dict(o: ObjectiveSpec, kind: str) -> dict[str, Any]:
     return d
 
 
-def _constraint_dict(c: ConstraintSpec) -> dict[str, Any]:
+def _constraint_dict(c: ConstraintInfo) -> dict[str, Any]:
     d = _fields_dict(c)
     if c.callable is None:  # as for objectives; and specs without the keys keep their hash
         d.pop("cheap")
@@ -1212,7 +1165,7 @@ def _recorded(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _fidelity(rep: _Report, table: dict[str, Any]) -> FidelitySpec | None:
+def _fidelity(rep: _Report, table: dict[str, Any]) -> Fidelity | None:
     values = rep.check("[search.fidelity]", table, {
         "min": _number(gt=0),
         "max": _number(gt=0),
@@ -1231,7 +1184,7 @@ def _fidelity(rep: _Report, table: dict[str, Any]) -> FidelitySpec | None:
         rep.add("[search.fidelity].max", 'must be <= 1 with on = "data" (a fraction of the training split)',
                 table["max"])
         return None
-    return FidelitySpec(**values)
+    return Fidelity(**values)
 
 
 def _search_options(rep: _Report, strategy: str, table: dict[str, Any]) -> FrozenMap[str, Any]:
@@ -1548,13 +1501,13 @@ def _callable_ref(base: Path, functions: bool = False) -> Rule:
     return rule
 
 
-def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path, kind: str) -> tuple[ObjectiveSpec, ...]:
+def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path, kind: str) -> tuple[ObjectiveInfo, ...]:
     entries = _array_of_tables(rep, raw, "objectives")
     if "objectives" not in raw:
         rep.add("[[objectives]]", "missing: declare at least one objective, e.g. name = \"error\"")
     elif not entries and isinstance(raw["objectives"], list):
         rep.add("objectives", "must declare at least one objective", raw["objectives"])
-    out: list[ObjectiveSpec] = []
+    out: list[ObjectiveInfo] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         prefix = f"[objectives][{i}]"
@@ -1575,11 +1528,11 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path, kind: str) -> 
         if "callable" in entry:
             if "callable" in v:
                 direction = v.get("direction", "minimize")
-                out.append(ObjectiveSpec(name, direction, v["callable"], v.get("cheap", False), v.get("ref")))
+                out.append(ObjectiveInfo(name, direction, v.get("cheap", False), v.get("ref"), v["callable"]))
             continue
         if kind == "params":  # measured by the function Study.optimize is given (Spec.require_callables)
             if all(k in v for k in ("direction", "cheap", "ref") if k in entry):
-                out.append(ObjectiveSpec(name, v.get("direction", "minimize"), None, v.get("cheap", False), v.get("ref")))
+                out.append(ObjectiveInfo(name, v.get("direction", "minimize"), v.get("cheap", False), v.get("ref")))
             continue
         if "cheap" in entry:
             rep.add(f"{prefix}.cheap", "only allowed with a callable (a built-in objective knows its cost)",
@@ -1600,11 +1553,11 @@ def _objectives(rep: _Report, raw: Mapping[str, Any], base: Path, kind: str) -> 
         if v.get("direction", builtin.direction) != builtin.direction:
             rep.add(f"{prefix}.direction", f"the built-in objective '{name}' is always {builtin.direction}d",
                     entry["direction"])
-        out.append(ObjectiveSpec(name, builtin.direction, None, builtin.cheap, v.get("ref")))
+        out.append(ObjectiveInfo(name, builtin.direction, builtin.cheap, v.get("ref")))
     return tuple(out)
 
 
-def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[ConstraintSpec, ...]:
+def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[ConstraintInfo, ...]:
     # Names of every declared objective, valid or not, so one mistake is not reported twice.
     entries = raw.get("objectives")
     declared = [
@@ -1620,7 +1573,7 @@ def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Cons
                 rep.add(f"[constraints][{i}].callable", f"'{name}' is already measured by {measured[name]!r}; "
                         "one quantity has one callable", ref)
     known = list(dict.fromkeys([*declared, *measured, *OBJECTIVES.names()]))
-    out: list[ConstraintSpec] = []
+    out: list[ConstraintInfo] = []
     for i, entry in enumerate(tables):
         prefix = f"[constraints][{i}]"
         v = rep.check(prefix, entry, {"objective": _text, "min": _number(), "max": _number(),
@@ -1655,7 +1608,7 @@ def _constraints(rep: _Report, raw: Mapping[str, Any], base: Path) -> tuple[Cons
             rep.add(prefix, f"min <= max must hold, but got (min={lo!r}, max={hi!r})")
             ok = False
         if ok and all(k in v for k in ("min", "max") if k in entry):
-            out.append(ConstraintSpec(v["objective"], lo, hi, v.get("callable"), v.get("cheap", False)))
+            out.append(ConstraintInfo(v["objective"], lo, hi, v.get("callable"), v.get("cheap", False)))
     # a bound on a quantity another constraint's callable measures: the same callable and cost
     measuring = {c.objective: c for c in out if c.callable}
     return tuple(c if c.callable or c.objective not in measuring else

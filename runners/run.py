@@ -364,8 +364,8 @@ def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: i
 
 
 def hyperband(spec: Spec) -> Fidelity:
-    f = spec.search.fidelity
-    return Fidelity(min=f.min, max=f.max, eta=f.eta)
+    """The spec's multi-fidelity plan (``[search.fidelity]``, a nago_spec.fidelity.Fidelity)."""
+    return spec.search.fidelity
 
 
 def fidelity_rows(trials: Sequence[TrialRecord], problem) -> list[Row]:

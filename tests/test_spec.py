@@ -11,10 +11,9 @@ import pytest
 
 from nago_spec.errors import SpecError
 from nago_spec.registry import BACKENDS, DATASETS, STRATEGIES
+from nago_spec.problem import ConstraintInfo, ObjectiveInfo
 from nago_spec.spec import (
-    ConstraintSpec,
     FrozenMap,
-    ObjectiveSpec,
     ParamSpec,
     Range,
     Spec,
@@ -168,10 +167,10 @@ def test_network_example(tmp_path):
     assert spec.train.epochs == 2.0 and isinstance(spec.train.epochs, float)
     assert (spec.train.batch_size, spec.train.lr, spec.train.momentum) == (128, 0.05, 0.9)
     assert spec.objectives == (
-        ObjectiveSpec("error", "minimize", None, False),
-        ObjectiveSpec("params", "minimize", None, True),  # a built-in's cost comes from OBJECTIVES
+        ObjectiveInfo("error", "minimize", False),
+        ObjectiveInfo("params", "minimize", True),  # a built-in's cost comes from OBJECTIVES
     )
-    assert spec.constraints == (ConstraintSpec("params", None, 50000.0),)
+    assert spec.constraints == (ConstraintInfo("params", None, 50000.0),)
     assert (spec.search.strategy, spec.search.budget, spec.search.initial, spec.search.batch) == ("bo", 20, 8, 2)
     assert (spec.run.backend, spec.run.workers) == ("process", 2)
     assert spec.export.onnx and spec.export.final_epochs == 5.0 and spec.export.opset == 20
@@ -188,13 +187,13 @@ def test_params_example(tmp_path, problems):
         "lr": ParamSpec("float", 1e-4, 1e-1, log=True),
     }
     ref = f"{problems.resolve()}:zdt"
-    assert spec.objectives == (ObjectiveSpec("f1", "minimize", ref), ObjectiveSpec("f2", "minimize", ref))
+    assert spec.objectives == (ObjectiveInfo("f1", "minimize", callable=ref), ObjectiveInfo("f2", "minimize", callable=ref))
     assert spec.constraints == ()
 
 
 def test_minimal_spec_takes_every_default(tmp_path):
     spec = load_text(tmp_path, MINIMAL)
-    assert spec == Spec(path=spec.path, name="spec", objectives=(ObjectiveSpec("error", "minimize"),))
+    assert spec == Spec(path=spec.path, name="spec", objectives=(ObjectiveInfo("error", "minimize"),))
     assert spec.space.stage_ratios == (1 / 3, 1 / 3, 1 / 3)
     assert dict(spec.space.top.params) == {"nodes": Range(3, 10), "k": Range(2, 5), "p": Range(0.1, 0.9)}
     assert dict(spec.space.mid.params) == {"nodes": Range(1, 10), "p": Range(0.1, 0.9)}
@@ -249,10 +248,10 @@ min = 0
 max = 2
 """)
     assert spec.objectives[1:] == (
-        ObjectiveSpec("energy", "minimize", f"{problems.resolve()}:energy", True),
-        ObjectiveSpec("acc", "maximize", "math:fsum", False),
+        ObjectiveInfo("energy", "minimize", True, callable=f"{problems.resolve()}:energy"),
+        ObjectiveInfo("acc", "maximize", False, callable="math:fsum"),
     )
-    assert spec.constraints == (ConstraintSpec("energy", 0.0, 2.0),)
+    assert spec.constraints == (ConstraintInfo("energy", 0.0, 2.0),)
 
 
 def test_objective_reference_values(tmp_path, problems):
@@ -282,8 +281,8 @@ min = 0.5
     spec = load_text(tmp_path, text)
     ref = f"{problems.resolve()}:energy"
     # the second bound measures "power" as the first does: by its callable, and cheaply
-    assert spec.constraints == (ConstraintSpec("power", None, 2.0, ref, True),
-                                ConstraintSpec("power", 0.5, None, ref, True))
+    assert spec.constraints == (ConstraintInfo("power", None, 2.0, ref, True),
+                                ConstraintInfo("power", 0.5, None, ref, True))
     assert load_spec(write(tmp_path, dump_toml(spec), "again.toml")).constraints == spec.constraints
     # specs without the keys keep their resolved form (and so their hash)
     assert "callable" not in dump_toml(load_text(tmp_path, MINIMAL + "[[constraints]]\nobjective = \"params\"\nmax = 9\n"))
@@ -741,7 +740,7 @@ def test_constraint_errors(tmp_path, body, line):
 
 def test_constraint_on_undeclared_builtin_is_allowed(tmp_path):
     spec = load_text(tmp_path, MINIMAL + '[[constraints]]\nobjective = "params"\nmax = 1e5\n')
-    assert spec.constraints == (ConstraintSpec("params", None, 1e5),)
+    assert spec.constraints == (ConstraintInfo("params", None, 1e5),)
 
 
 def test_every_problem_of_a_file_is_reported(tmp_path):
