@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from nago_spec.errors import SpecError
-from nago_spec.spec import _toml_key, _toml_value, load_spec
+from nago_spec.spec import load_spec
+from nago_spec.spec_toml import _toml_key, _toml_value
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "specs").glob("*.toml"))
