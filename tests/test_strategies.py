@@ -16,6 +16,7 @@ from nago_spec.problem import ConstraintInfo, ObjectiveInfo, Problem
 from nago_spec.space import FloatParam, IntParam, SearchSpace
 from nago_spec.strategies import STRATEGIES, BOStrategy, RandomStrategy, Strategy
 from nago_spec.strategies import bo as bo_module
+from nago_spec.strategies import nehvi
 from nago_spec.strategies.base import STREAM_SOBOL
 
 FAST = {"pop_size": 16, "generations": 6, "restarts": 2, "fit_iters": 30}
@@ -201,7 +202,7 @@ def test_given_reference_is_the_users_ref_else_the_tightest_bound_on_the_bad_sid
             ObjectiveInfo("h", "minimize", False, ref=3.0))
     cons = (ConstraintInfo("params", max=100.0), ConstraintInfo("params", min=5.0, max=80.0),
             ConstraintInfo("acc", min=0.5), ConstraintInfo("f", min=1.0), ConstraintInfo("h", max=2.0))
-    got = bo_module._given_reference(objs, cons)
+    got = nehvi._given_reference(objs, cons)
     assert got[:2].tolist() == [80.0, -0.5] and np.isnan(got[2])
     assert got[3:].tolist() == [-0.2, 3.0]  # a given ref wins over a bound (minimisation form)
 
@@ -211,18 +212,18 @@ def test_a_given_reference_counts_once_an_observation_is_inside_it():
     ended a ZDT2 run with no point inside (1.1, 1.1)): the frame infers credit until something is inside."""
     objs = (ObjectiveInfo("f1", "minimize", False, ref=1.1), ObjectiveInfo("f2", "minimize", False, ref=1.1))
     F = np.array([[0.1, 4.0], [0.5, 3.0], [0.9, 2.5], [0.8, 6.0]])
-    outside = bo_module._Frame.of(F, np.zeros(4), objs, ())
-    inferred = bo_module._Frame.of(F, np.zeros(4), tuple(ObjectiveInfo(o.name, "minimize", False) for o in objs), ())
+    outside = nehvi._Frame.of(F, np.zeros(4), objs, ())
+    inferred = nehvi._Frame.of(F, np.zeros(4), tuple(ObjectiveInfo(o.name, "minimize", False) for o in objs), ())
     assert outside.ref.tolist() == inferred.ref.tolist() and outside.phantoms is not None
     F_in = np.vstack([F, [0.95, 1.0]])
-    inside = bo_module._Frame.of(F_in, np.zeros(5), objs, ())
+    inside = nehvi._Frame.of(F_in, np.zeros(5), objs, ())
     assert inside.ref * inside.span + inside.ideal == pytest.approx([1.1, 1.1])
     assert inside.phantoms is None
     # an infeasible observation inside the box does not count
-    unreached = bo_module._Frame.of(F_in, np.array([0, 0, 0, 0, 1.0]), objs, ())
+    unreached = nehvi._Frame.of(F_in, np.array([0, 0, 0, 0, 1.0]), objs, ())
     assert unreached.ref * unreached.span + unreached.ideal == pytest.approx(outside.ref * outside.span + outside.ideal)
     # nor does anything when no observation is feasible
-    assert bo_module._Frame.of(F_in, np.ones(5), objs, ()).phantoms is not None
+    assert nehvi._Frame.of(F_in, np.ones(5), objs, ()).phantoms is not None
 
 
 def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_one():
