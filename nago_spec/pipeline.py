@@ -64,22 +64,29 @@ def build_space(spec: Spec) -> SearchSpace:
         lspec = s.level(level)
         kinds = {gp.name: gp.kind for gp in GRAPH_MODELS.get(lspec.graph).params}
         for key, value in lspec.params.items():
-            add(f"{level}.{key}", value, IntParam if kinds[key] is int else FloatParam)
+            add(param_name(level, key), value, IntParam if kinds[key] is int else FloatParam)
         for key, value in lspec.merge.items():
-            add(f"{level}.merge.{key}", value)
+            add(param_name(level, "merge", key), value)
     if s.kind == "hnag":
         for i, r in enumerate(s.stage_ratios):
-            add(f"stage_ratios.{i}", r)
+            add(param_name("stage_ratios", i), r)
     for i, r in enumerate(s.channel_ratios):
-        add(f"channel_ratios.{i}", r)
+        add(param_name("channel_ratios", i), r)
     add("param_budget", s.param_budget, IntParam)
     add("head_width", s.head_width, IntParam)
     if s.kind == "hnag":
         if isinstance(s.conv_type, tuple):
             params.append(CategoricalParam("conv_type", s.conv_type))
         for key, value in s.ops.items():
-            add(f"ops.{key}", value)
+            add(param_name("ops", key), value)
     return SearchSpace(tuple(params))
+
+
+def param_name(*parts: str | int) -> str:
+    """The searched parameter's name for a place in the network space ("top.p", "mid.merge.sum",
+    "stage_ratios.0", "ops.conv3x3"): the one naming rule of build_space and the configs built from
+    a point, so the two cannot drift apart."""
+    return ".".join(map(str, parts))
 
 
 def _resolve(value: Any, name: str, params: Mapping[str, Any]) -> Any:
@@ -91,8 +98,8 @@ def _level_config(spec: Spec, level: str, params: Mapping[str, Any]):
     from nago_spec.generator import LevelConfig
 
     lspec = spec.space.level(level)
-    values = {key: _resolve(v, f"{level}.{key}", params) for key, v in lspec.params.items()}
-    merge = {key: _resolve(v, f"{level}.merge.{key}", params) for key, v in lspec.merge.items()}
+    values = {key: _resolve(v, param_name(level, key), params) for key, v in lspec.params.items()}
+    merge = {key: _resolve(v, param_name(level, "merge", key), params) for key, v in lspec.merge.items()}
     return LevelConfig(lspec.graph, values, merge)
 
 
@@ -100,7 +107,8 @@ def _widths(spec: Spec, params: Mapping[str, Any]) -> dict[str, Any]:
     s = spec.space
     return {
         "param_budget": int(_resolve(s.param_budget, "param_budget", params)),
-        "channel_ratios": tuple(_resolve(r, f"channel_ratios.{i}", params) for i, r in enumerate(s.channel_ratios)),
+        "channel_ratios": tuple(_resolve(r, param_name("channel_ratios", i), params)
+                                for i, r in enumerate(s.channel_ratios)),
         "head_width": int(_resolve(s.head_width, "head_width", params)),
     }
 
@@ -114,7 +122,7 @@ def hnag_config(spec: Spec, params: Mapping[str, Any]):
 
     levels = {level: _level_config(spec, level, params) for level in LEVELS}
     s = spec.space
-    stage_ratios = tuple(_resolve(r, f"stage_ratios.{i}", params) for i, r in enumerate(s.stage_ratios))
+    stage_ratios = tuple(_resolve(r, param_name("stage_ratios", i), params) for i, r in enumerate(s.stage_ratios))
     if any(isinstance(r, Range) for r in s.stage_ratios):
         total = sum(stage_ratios)
         stage_ratios = tuple(r / total for r in stage_ratios)
@@ -123,7 +131,7 @@ def hnag_config(spec: Spec, params: Mapping[str, Any]):
         **_widths(spec, params),
         stage_ratios=stage_ratios,
         share_graphs=s.share_graphs,
-        ops={key: _resolve(v, f"ops.{key}", params) for key, v in s.ops.items()},
+        ops={key: _resolve(v, param_name("ops", key), params) for key, v in s.ops.items()},
         conv_type=_resolve(s.conv_type, "conv_type", params),
     )
 
