@@ -303,7 +303,7 @@ import time
 
 def zdt1(params):
     x = [params[k] for k in ("x1", "x2", "x3")]
-    time.sleep(0.4 * (1 - x[0]))  # trials finish out of their order on two workers
+    time.sleep(0.25 * (1 - x[0]))  # trials finish out of their order on two workers
     g = 1 + 9 * (x[1] + x[2]) / 2
     return {"f1": x[0], "f2": g * (1 - (x[0] / g) ** 0.5)}
 """
@@ -351,7 +351,7 @@ def test_a_synchronous_run_on_two_workers_equals_one_worker(tmp_path):
     """The bo strategy, two process workers whose trials finish out of order: with synchronous = true
     the trials are those of one worker, point for point."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run(_uneven_spec(tmp_path, "process", 1), RunOptions(out=one, mode="quiet"))
+    run(_uneven_spec(tmp_path, "local", 1), RunOptions(out=one, mode="quiet"))  # one worker, in process
     run(_uneven_spec(tmp_path, "process", 2), RunOptions(out=two, mode="quiet"))
     assert len(_points(one)) == 10 and _points(one) == _points(two)
     # and the two workers did run side by side: trials overlap in time
@@ -361,7 +361,7 @@ def test_a_synchronous_run_on_two_workers_equals_one_worker(tmp_path):
 
 def uneven_zdt1(params):
     """UNEVEN's function as a Python objective (sent to Ray's workers by value, as a notebook's is)."""
-    time.sleep(0.4 * (1 - params["x1"]))
+    time.sleep(0.25 * (1 - params["x1"]))
     g = 1 + 9 * (params["x2"] + params["x3"]) / 2
     return {"f1": params["x1"], "f2": g * (1 - (params["x1"] / g) ** 0.5)}
 

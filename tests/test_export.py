@@ -83,6 +83,7 @@ def test_the_largest_architecture_has_the_most_operations(digits):
     assert ops[0] < ops[1] < ops[2]
 
 
+@pytest.mark.slow  # 28 s; the default run exports the largest digits architecture (test_round_trip_from_...[1.0])
 @pytest.mark.skipif(not FASHION.is_dir(), reason=f"no Fashion-MNIST at {FASHION} (a clone without ../shared)")
 def test_round_trip_of_the_largest_fashion_mnist_architecture(tmp_path):
     data = load_dataset("idx", FASHION, limit=1000)
