@@ -236,13 +236,15 @@ def _search(rep: _Report, table: dict[str, Any], base: Path) -> SearchSpec:
 
 
 def _run_dirs(base: Path) -> Rule:
+    """Run directories, resolved against ``base``. Whether each is a usable run is checked where its
+    trials are read (nago_spec.warm: run, check, Study.add_trials), so that a run whose warm-start
+    source is gone can still be shown by status and report."""
+
     def rule(v: Any) -> tuple[Path, ...]:
-        if not isinstance(v, list):
-            raise _Invalid("must be a list of run directories (each with study.db and spec.toml)")
-        dirs = tuple(_existing_path(base)(x) for x in v)
-        for d in dirs:
-            if not (d / "study.db").is_file() or not (d / "spec.toml").is_file():
-                raise _Invalid(f"{d} is not a run directory (no study.db and spec.toml)")
+        if not isinstance(v, list) or not all(isinstance(x, str) and x and "\x00" not in x for x in v):
+            raise _Invalid("must be a list of run directories (paths without NUL characters, each holding a "
+                           "study.db and a spec.toml)")
+        dirs = tuple((base / Path(x).expanduser()).resolve() for x in v)
         if len(set(dirs)) < len(dirs):
             raise _Invalid("names a run directory twice")
         return dirs

@@ -247,14 +247,38 @@ def test_an_incompatible_warm_start_is_refused_naming_what_differs(tmp_path, cha
 
 
 def test_warm_start_entries_must_be_run_directories(tmp_path):
+    from nago_spec import Study
+
     (tmp_path / "empty").mkdir()
     for value, why in [("runs/old", "must be a list of run directories"),
-                       (["nowhere"], "no such file or directory"),
-                       ([str(tmp_path / "empty")], "is not a run directory (no study.db and spec.toml)")]:
+                       (["a", "./a"], "names a run directory twice")]:
         with pytest.raises(SpecError) as err:
             Spec.from_dict(bo_space(warm_start=value), base_dir=tmp_path)
         assert len(err.value.lines) == 1 and "[search].warm_start = " in err.value.lines[0]
         assert why in err.value.lines[0], err.value.lines
+    for missing in ("nowhere", "empty"):  # checked where the trials are read: before the run directory exists
+        with pytest.raises(SpecError) as err:
+            Study.create(Spec.from_dict(bo_space(warm_start=[missing]), base_dir=tmp_path), tmp_path / "new")
+        assert len(err.value.lines) == 1
+        assert f'[search].warm_start = "{tmp_path / missing}": not a run directory' in err.value.lines[0]
+        assert not (tmp_path / "new").exists()
+
+
+def test_a_run_whose_warm_start_source_is_gone_still_shows_and_says_why_it_cannot_resume(tmp_path):
+    import shutil
+
+    from nago_spec import Study
+
+    Study.create(Spec.from_dict(params_space(search={"strategy": "random", "budget": 9})), tmp_path / "old").optimize(
+        zdt1, backend="local", progress="quiet")
+    Study.create(Spec.from_dict(bo_space(warm_start=[str(tmp_path / "old")])), tmp_path / "new").optimize(
+        zdt1, backend="local", progress="quiet")
+    shutil.rmtree(tmp_path / "old")
+    study = Study.open(tmp_path / "new")
+    assert "4/4 evaluations" in study.status() and study.report().is_file()
+    with pytest.raises(SpecError, match=r"\[search\]\.warm_start = .*old\": not a run directory"):
+        study.optimize(zdt1, budget=6, backend="local", progress="quiet")
+    assert len(study.trials()) == 4
 
 
 def test_check_counts_a_warm_start_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
