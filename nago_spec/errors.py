@@ -36,3 +36,7 @@ class ExportError(NagoError):
 
 class StoreError(NagoError):
     """A run directory that cannot be used (e.g. its spec differs from the one given)."""
+
+
+class RunBusy(NagoError):
+    """A run directory another live process runs or exports (its lock names it)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nago_spec import __version__
-from nago_spec.errors import DataError, NagoError, SpecError
+from nago_spec.errors import DataError, NagoError, RunBusy, SpecError
 from nago_spec.registry import BACKENDS
 from nago_spec.runners.progress import MODES
 
@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
+        return EXIT_USAGE
+    except RunBusy as exc:  # another live process owns the run directory: nothing was touched
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DataError as exc:
         print(f"{getattr(args, 'spec', '')}: [data]: {exc}", file=sys.stderr)

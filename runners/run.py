@@ -48,6 +48,7 @@ from nago_spec.strategies import STRATEGIES
 from nago_spec.warm import warm_trials
 from nago_spec.runners import worker
 from nago_spec.runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
+from nago_spec.runners.lock import describe_owner, owner, owning
 from nago_spec.runners.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,10 @@ def overrides(opts: RunOptions) -> dict[str, Any]:
 
 def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
     """Create or check ``run_dir`` and write the resolved spec.toml there (what status, report, export
-    and a resume read); returns its path."""
+    and a resume read); returns its path. RunBusy, before anything is touched, when another live
+    process runs or exports the directory."""
+    with owning(run_dir, "run"):  # taken and given back at once, unless this process holds it
+        pass
     run_dir.mkdir(parents=True, exist_ok=True)
     db = run_dir / "study.db"
     if db.exists() and force_new:
@@ -119,6 +123,12 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
     placement = placement_of(spec, shown)  # a device the machine lacks stops here, before any trial
     warm = warm_trials(spec)  # as would an incompatible warm-start run
     run_dir = (opts.out or Path("runs") / spec.name).resolve()
+    with owning(run_dir, "run"):  # a second run or export of the directory is refused while this one lives
+        _run(spec, placement, warm, run_dir, opts)
+    return run_dir
+
+
+def _run(spec: Spec, placement: Placement, warm: list, run_dir: Path, opts: RunOptions) -> None:
     prepare_run_dir(spec, run_dir, opts.force_new)
     started = time.time()
     data = worker.load_data(spec)
@@ -162,7 +172,6 @@ def run(spec_path: Path | Spec, opts: RunOptions = RunOptions()) -> Path:
         progress.close()
         backend.close()
     progress.message(f"run directory: {run_dir}")
-    return run_dir
 
 
 class WallClock:
@@ -556,6 +565,11 @@ def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
     spec, _ = _open_run(run_dir)
     if spec.space.kind == "params":
         raise StoreError(f"{run_dir}: a plain-parameter run has no networks to export")
+    with owning(run_dir, "export"):
+        return _export_run(spec, run_dir, mode, force)
+
+
+def _export_run(spec: Spec, run_dir: Path, mode: str, force: bool) -> Path:
     data = worker.load_data(spec)
     problem = Evaluator(spec, run_dir).problem(DataShape.of(data) if data is not None else None)
     backend = backend_of(spec, warmup=(worker.prepare, (spec, str(run_dir))))
@@ -617,6 +631,16 @@ def _where_text(trials: Sequence[TrialRecord]) -> list[str]:
     return ["ran on: " + ", ".join(f"{where} ({n} trial{'s' if n > 1 else ''})" for where, n in sorted(seen.items()))]
 
 
+def _live_text(run_dir: Path, counts: dict[str, int]) -> str:
+    """Whether a process runs the directory now (its lock), and what that means for its trials."""
+    live = owner(run_dir)
+    if live is not None:
+        return f"live: {describe_owner(live)}"
+    if counts["RUNNING"] or counts["PENDING"]:
+        return "not running: stopped before its end; `nago run` with its spec resumes it"
+    return "not running"
+
+
 def status_text(run_dir: Path) -> str:
     """``nago status DIR``: one screen on where a run stands."""
     spec, problem = _open_run(run_dir)
@@ -632,6 +656,7 @@ def status_text(run_dir: Path) -> str:
         (f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
          f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)"),
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
+        _live_text(run_dir, c),
         *_where_text(trials),
         "best: " + ", ".join(f"{k} = {v:.6g} (trial {s['best_trial'][k]})" for k, v in s["best"].items()),
         f"Pareto front ({len(fr.pareto)}):",

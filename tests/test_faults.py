@@ -1,0 +1,108 @@
+"""Runs that survive their environment (issue 21): each fault as a user meets it, with the real
+operating system, processes and store. This file starts with the run directory's one owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nago_spec.runners.cli import main
+from nago_spec.runners.lock import LOCK_FILE, owner
+from nago_spec.store import Store, TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from nago_spec.runners.lock import owning
+    with owning(Path(sys.argv[1]), "run"):
+        print("holding", flush=True)
+        time.sleep(120)
+""")
+
+
+@pytest.fixture
+def params_run(tmp_path):
+    """A finished plain-parameter run (the ZDT1 example, 4 trials) and its spec."""
+    spec = REPO / "specs" / "01_params_zdt1.toml"
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out), "--budget", "4", "--progress", "quiet"]) == 0
+    return spec, out
+
+
+def _hold(run_dir: Path) -> subprocess.Popen:
+    """Another process that owns ``run_dir`` (as a live `nago run` would), until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_a_second_run_on_a_live_directory_is_refused_naming_its_owner(params_run, capsys):
+    spec, out = params_run
+    before = (out / "study.db").read_bytes(), (out / "spec.toml").read_text()
+    holder = _hold(out)
+    try:
+        capsys.readouterr()
+        for command in (["run", str(spec), "--out", str(out), "--budget", "6", "--progress", "quiet"],
+                        ["run", str(spec), "--out", str(out), "--force-new", "--progress", "quiet"]):
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1, err
+            assert f"in use by the run of pid {holder.pid} on host {socket.gethostname()}" in err[0]
+        # nothing was touched, not even by --force-new
+        assert ((out / "study.db").read_bytes(), (out / "spec.toml").read_text()) == before
+        assert main(["status", str(out)]) == 0
+        assert f"live: the run of pid {holder.pid} on host {socket.gethostname()}" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock died with its process (kill -9): no stale marker stops the next run
+    assert owner(out) is None and (out / LOCK_FILE).exists()
+    assert main(["status", str(out)]) == 0
+    assert "not running" in capsys.readouterr().out
+    assert main(["run", str(spec), "--out", str(out), "--budget", "6", "--progress", "quiet"]) == 0
+    with Store(out / "study.db") as store:
+        assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 6
+
+
+def test_an_export_on_a_live_directory_is_refused(tiny_search, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_search), "--out", str(out), "--budget", "2", "--progress", "quiet"]) == 0
+    holder = _hold(out)
+    try:
+        capsys.readouterr()
+        assert main(["export", str(out), "--progress", "quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"pid {holder.pid}" in err[0] and not (out / "models").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_a_run_holds_its_directory_while_it_lives_and_lets_go_after(params_run):
+    spec, out = params_run
+    assert owner(out) is None  # the finished run let go
+    from nago_spec import Study
+
+    seen = {}
+
+    def f(params):  # runs inside the live run: the directory is owned, by this process
+        seen.setdefault("owner", owner(out))
+        return {"f1": params["x1"], "f2": 1 - params["x1"]}
+
+    study = Study.create({"version": 1, "name": "own", "space": {"kind": "params", "params": {
+        "x1": {"type": "float", "low": 0.0, "high": 1.0}}}, "objectives": [{"name": "f1"}, {"name": "f2"}],
+        "search": {"strategy": "random", "budget": 2}}, out.parent / "own")
+    out = study.directory
+    study.optimize(f, backend="local", progress="quiet")
+    assert seen["owner"]["pid"] == os.getpid() and seen["owner"]["what"] == "run"
+    assert owner(out) is None
