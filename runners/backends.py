@@ -32,7 +32,7 @@ from typing import Any
 from nago_spec.device import SHARED_MEMORY_SHARE, Binding, ray_device
 from nago_spec.errors import NagoError
 from nago_spec.registry import BACKENDS as _BACKENDS
-from nago_spec.runners.worker import init_worker, set_binding
+from nago_spec.runners.worker import die_with_parent, init_worker, set_binding
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ class LocalBackend(Backend):
 def _serve(conn: multiprocessing.connection.Connection, binding: Binding | None = None,
            warmup: Warmup | None = None) -> None:
     """A worker process: bind to its device, warm up, say it is ready, then run each ``(fn, args)``
-    received and send back ``(ok, result or exception)``."""
+    received and send back ``(ok, result or exception)``. It ends with the process that spawned it
+    (die_with_parent): a killed run leaves no orphan training on."""
+    die_with_parent()
     init_worker(binding)
     _warm(warmup)
     conn.send(None)  # ready: a call's time limit must not count the worker's start-up (imports)

@@ -33,6 +33,28 @@ def init_worker(binding: Binding | None = None) -> None:
         set_binding(binding)
 
 
+#: How often a worker checks that the process that started it still lives.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def die_with_parent() -> None:
+    """End this worker within PARENT_CHECK_SECONDS of its parent's death (kill -9, a crash), instead
+    of training on for minutes as an orphan: a daemon thread watches the parent pid, and exits the
+    process when the worker has been re-parented."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="nago-parent-watch", daemon=True).start()
+
+
 def set_binding(binding: Binding) -> None:
     """Make ``binding`` this process's training device, capping its share of the GPU's memory when
     the GPU is shared."""

@@ -106,3 +106,107 @@ def test_a_run_holds_its_directory_while_it_lives_and_lets_go_after(params_run):
     study.optimize(f, backend="local", progress="quiet")
     assert seen["owner"]["pid"] == os.getpid() and seen["owner"]["what"] == "run"
     assert owner(out) is None
+
+
+SLOW = """
+import os, time
+from pathlib import Path
+
+def slow(params):
+    Path(os.environ["NAGO_TEST_PIDS"], str(os.getpid())).touch()  # where the trial runs
+    time.sleep(float(os.environ.get("NAGO_TEST_SLEEP", "30")))
+    return {"f1": params["x1"], "f2": 1 - params["x1"]}
+"""
+
+
+def _slow_run(tmp_path, sleep: float) -> tuple[list[str], dict[str, str], Path]:
+    """A `nago run` command of two process workers whose trials sleep ``sleep`` s, its environment,
+    and the folder where each trial leaves its worker's pid."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    spec = tmp_path / "slow.toml"
+    spec.write_text(textwrap.dedent("""
+        version = 1
+        name = "slow"
+        [space]
+        kind = "params"
+        [space.params]
+        x1 = { type = "float", low = 0.0, high = 1.0 }
+        [[objectives]]
+        name = "f1"
+        callable = "slow.py:slow"
+        [[objectives]]
+        name = "f2"
+        callable = "slow.py:slow"
+        [search]
+        strategy = "random"
+        budget = 4
+        [run]
+        backend = "process"
+        workers = 2
+    """))
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "NAGO_TEST_PIDS": str(pids), "NAGO_TEST_SLEEP": str(sleep)}
+    cmd = [sys.executable, "-m", "nago_spec.runners.cli", "run", str(spec), "--out", str(tmp_path / "run"),
+           "--progress", "quiet"]
+    return cmd, env, pids
+
+
+def _workers_started(pids: Path, n: int, timeout: float = 120) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [int(p.name) for p in pids.iterdir()]
+        if len(found) >= n:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"only {len(list(pids.iterdir()))} of {n} trials started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower() \
+        if Path("/proc").is_dir() else True
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
+    import time
+
+    cmd, env, pids = _slow_run(tmp_path, 30)
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    workers = _workers_started(pids, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == ("terminated (SIGTERM): trials in flight are left to resume; "
+                                            "re-run the same command to resume")
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)  # the workers were stopped with it
+    with Store(tmp_path / "run" / "study.db") as store:
+        assert {t.state for t in store.trials()} <= {TrialState.RUNNING, TrialState.PENDING}
+    env["NAGO_TEST_SLEEP"] = "0"
+    assert subprocess.run(cmd, env=env, cwd=REPO).returncode == 0  # and it resumes to the end
+    with Store(tmp_path / "run" / "study.db") as store:
+        assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 4
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to tell a live process from a zombie")
+def test_workers_die_with_a_parent_killed_with_sigkill(tmp_path):
+    import time
+
+    cmd, env, pids = _slow_run(tmp_path, 60)
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    workers = _workers_started(pids, 2)
+    proc.kill()
+    proc.wait()
+    killed = time.monotonic()
+    while any(_alive(p) for p in workers) and time.monotonic() - killed < 10:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "an orphaned worker outlived its parent by 10 s"
+    assert time.monotonic() - killed < 5
