@@ -14,7 +14,7 @@ from typing import Any
 from nago_spec import __version__
 from nago_spec.errors import DataError, NagoError, RunBusy, SpecError
 from nago_spec.registry import BACKENDS
-from nago_spec.runners.progress import MODES
+from nago_spec.runners.progress import MODES, silence_closed_stream
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         return _main(args)
+    except BrokenPipeError:  # `nago status | head -1`: the reader has what it wanted
+        silence_closed_stream(sys.stdout)
+        return EXIT_OK
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nago_spec.problem import ObjectiveInfo
 from nago_spec.store import Outcome
 
 MODES = ("auto", "rich", "plain", "quiet", "json")
+
+
+def silence_closed_stream(stream: Any) -> None:
+    """Point a stream whose reader went away (``| head``) at /dev/null, so that nothing written later,
+    nor the interpreter's flush at exit, raises BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a file descriptor (a test's capture): nothing to redirect
+        pass
+
+
+def _survives_closed_streams(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A progress method that falls silent, rather than raising, once its stream is closed: a closed
+    stdout or stderr must never abort a search."""
+
+    @functools.wraps(method)
+    def wrapper(self: Progress, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except BrokenPipeError:
+            stream = sys.stdout if self.mode == "json" else sys.stderr
+            self.mode, self._bar = "quiet", None
+            silence_closed_stream(stream)
+            return None
+
+    return wrapper
 
 
 class Progress:
@@ -33,6 +63,7 @@ class Progress:
         self._bar = None
         self._task = None
 
+    @_survives_closed_streams
     def start(self, done: int, summary: dict[str, Any]) -> None:
         self._done0 = done
         if self.mode == "rich":
@@ -55,10 +86,12 @@ class Progress:
         elif self.mode == "json":
             self._emit({"event": "start", "done": done, "total": self.total})
 
+    @_survives_closed_streams
     def running(self, n: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, description=self._describe(None, n))
 
+    @_survives_closed_streams
     def finished(self, trial: int, out: Outcome, running: int, summary: dict[str, Any]) -> None:
         done = summary["counts"]["COMPLETE"] + summary["counts"]["FAILED"]
         if self.mode == "rich":
@@ -77,12 +110,14 @@ class Progress:
             self._emit({"event": "trial", "trial": trial, "state": "COMPLETE" if out.ok else "FAILED",
                         "values": out.values, "error": out.error, **summary})
 
+    @_survives_closed_streams
     def message(self, text: str) -> None:
         if self.mode == "json":
             self._emit({"event": "message", "text": text})
         elif self.mode != "quiet":
             (self._bar.console.print if self._bar is not None else lambda t: print(t, file=sys.stderr))(text)
 
+    @_survives_closed_streams
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

@@ -210,3 +210,22 @@ def test_workers_die_with_a_parent_killed_with_sigkill(tmp_path):
         time.sleep(0.1)
     assert not any(_alive(p) for p in workers), "an orphaned worker outlived its parent by 10 s"
     assert time.monotonic() - killed < 5
+
+
+def test_a_closed_stdout_or_stderr_never_aborts_a_search_nor_prints_a_traceback(tmp_path):
+    """`nago run ... 2>&1 | head -2` aborted the search with a BrokenPipe traceback; `nago status | head
+    -1` and `nago check --json | head -1` ended in one. The pipes are real (bash), as a user's are."""
+    nago = f"{sys.executable} -m nago_spec.runners.cli"
+    spec, out = REPO / "specs" / "01_params_zdt1.toml", tmp_path / "run"
+    for command, lines in [
+        (f"{nago} run {spec} --out {out} --budget 10 --progress plain 2>&1 | head -2", 2),
+        (f"{nago} run {spec} --out {out} --budget 12 --progress json | head -1", 1),
+        (f"{nago} status {out} | head -1", 1),
+        (f"{nago} check --json {spec} | head -1", 1),
+    ]:
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and done.stderr == "", (command, done.stderr)
+        assert len(done.stdout.splitlines()) == lines
+    with Store(out / "study.db") as store:  # both searches ran to their end behind the closed pipes
+        assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 12
