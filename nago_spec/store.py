@@ -28,6 +28,49 @@ class TrialState(str, Enum):
     FAILED = "FAILED"
 
 
+class _Rows(list):
+    """A statement's rows, read at once (so that a damaged page fails inside _Guarded, not later)."""
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
+class _Guarded:
+    """The store's SQLite connection, whose errors are one-line StoreErrors naming the file: a damaged or
+    foreign study.db says so and how to start over, instead of ending in a sqlite3 traceback."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self._conn, self._path = conn, path
+
+    def execute(self, sql: str, args: Any = ()) -> _Rows:
+        try:
+            return _Rows(self._conn.execute(sql, args).fetchall())
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise  # a constraint or a programming error: the caller's, not the file's
+            raise self._error(exc) from None
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        try:
+            self._conn.executemany(sql, rows)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise  # a constraint or a programming error: the caller's, not the file's
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _error(self, exc: sqlite3.DatabaseError) -> StoreError:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full: the file is fine
+            return StoreError(f"{self._path}: {exc}")
+        return StoreError(f"{self._path}: not a readable nago-spec store ({exc}); move it away, or start over "
+                          "with --force-new")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one job, as it goes from the worker to the store and the strategy: a trial's
@@ -98,7 +141,17 @@ class Store:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        if self.path.is_file() and self.path.stat().st_size == 0:  # sqlite would take it for a new, empty run
+            raise StoreError(f"{self.path}: the store is empty (0 bytes): this run's trials are lost, or it never "
+                             "stored one; move it away, or start over with --force-new")
+        self._conn = _Guarded(sqlite3.connect(self.path, timeout=30.0, isolation_level=None), self.path)
+        try:
+            self._open()
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         with self._tx() as c:

@@ -229,3 +229,26 @@ def test_a_closed_stdout_or_stderr_never_aborts_a_search_nor_prints_a_traceback(
         assert len(done.stdout.splitlines()) == lines
     with Store(out / "study.db") as store:  # both searches ran to their end behind the closed pipes
         assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 12
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_store_is_one_line_for_every_command_and_force_new_starts_over(params_run, damage, capsys):
+    spec, out = params_run
+    db = out / "study.db"
+    for side in ("study.db-wal", "study.db-shm"):
+        (out / side).unlink(missing_ok=True)
+    data = db.read_bytes()
+    db.write_bytes({"garbage": b"this is not a database, it is a note to self\n" * 100,
+                    "truncated": data[:100] + b"\0" * (len(data) - 100),
+                    "empty": b""}[damage])
+    capsys.readouterr()
+    for command in (["status", str(out)], ["report", str(out)],
+                    ["run", str(spec), "--out", str(out), "--budget", "6", "--progress", "quiet"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {db}: "), err
+        assert ("empty (0 bytes)" if damage == "empty" else "not a readable nago-spec store") in err[0]
+        assert "--force-new" in err[0]
+    assert main(["run", str(spec), "--out", str(out), "--budget", "3", "--force-new", "--progress", "quiet"]) == 0
+    with Store(db) as store:
+        assert len(store.trials()) == 3
