@@ -425,11 +425,13 @@ def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
     return ordered[: spec.export.max_models] if spec.export.max_models else ordered
 
 
-def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend: Backend,
+def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend: Backend | None,
                   problem, store: Store, progress: Progress | None = None,
                   clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Final training, test and ONNX export of ``export.samples`` architectures of each ``chosen``
     point, into ``run_dir/models``; writes and returns manifest.json.
+
+    ``backend`` may be None when every model is already recorded (nothing to train).
 
     Each finished model is recorded in the store at once, so a killed export resumes with the
     models still missing; rows of other settings (``spec.key("export")``) are ignored and their files
@@ -572,8 +574,8 @@ def export_run(run_dir: Path, mode: str = "auto", force: bool = False) -> Path:
 def _export_run(spec: Spec, run_dir: Path, mode: str, force: bool) -> Path:
     data = worker.load_data(spec)
     problem = Evaluator(spec, run_dir).problem(DataShape.of(data) if data is not None else None)
-    backend = backend_of(spec, warmup=(worker.prepare, (spec, str(run_dir))))
     progress = Progress(mode, total=0, objectives=problem.objectives)
+    backend = None
     try:
         with Store(run_dir / "study.db") as store:
             if force:
@@ -581,12 +583,23 @@ def _export_run(spec: Spec, run_dir: Path, mode: str, force: bool) -> Path:
             trials = store.trials()
             wall = float(store.get_meta("wall_seconds") or 0)
             fr = run_front(trials, problem.objectives, problem.constraints)
-            export_models(spec, run_dir, export_selection(spec, fr, problem), backend, problem, store,
-                          progress)
+            chosen = export_selection(spec, fr, problem)
+            done = store.finals(spec.key("export"))
+            wanted = [(t.id, k) for t in chosen for k in range(spec.export.samples)]
+            missing = [m for m in wanted if m not in done]
+            failed = sum(done[m]["entry"] is None for m in wanted if m in done)
+            progress.message(
+                f"{len(wanted) - len(missing) - failed} of {len(wanted)} model(s) already exported"
+                + (f", {failed} failed before (--force retrains every model)" if failed else "")
+                + (f"; training {len(missing)}" if missing else "; nothing to train"))
+            if missing:  # a pool of workers only where there is work for it
+                backend = backend_of(spec, warmup=(worker.prepare, (spec, str(run_dir))))
+            export_models(spec, run_dir, chosen, backend, problem, store, progress)
         _report(spec, run_dir, trials, problem, wall)
     finally:
         progress.close()
-        backend.close()
+        if backend is not None:
+            backend.close()
     return run_dir / "models" / "manifest.json"
 
 

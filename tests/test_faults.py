@@ -252,3 +252,22 @@ def test_a_damaged_store_is_one_line_for_every_command_and_force_new_starts_over
     assert main(["run", str(spec), "--out", str(out), "--budget", "3", "--force-new", "--progress", "quiet"]) == 0
     with Store(db) as store:
         assert len(store.trials()) == 3
+
+
+def test_export_of_a_finished_export_says_so_and_starts_no_workers(tiny_spec, tmp_path, monkeypatch, capsys):
+    """`nago export DIR` on a finished export spent 22 to 25 s starting a pool of workers, then printed a
+    path without saying the models were already there."""
+    from nago_spec.runners import run as run_mod
+
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_spec), "--out", str(out), "--budget", "2", "--progress", "quiet"]) == 0
+    stamps = {f.name: f.stat().st_mtime_ns for f in (out / "models").glob("*.onnx")}
+    assert stamps
+    monkeypatch.setattr(run_mod, "backend_of", lambda *a, **k: pytest.fail("no worker should start"))
+    capsys.readouterr()
+    assert main(["export", str(out), "--progress", "plain"]) == 0
+    captured = capsys.readouterr()
+    n = len(stamps)
+    assert f"{n} of {n} model(s) already exported; nothing to train" in captured.err
+    assert captured.out.strip() == str(out / "models" / "manifest.json")
+    assert {f.name: f.stat().st_mtime_ns for f in (out / "models").glob("*.onnx")} == stamps
