@@ -56,11 +56,9 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
         summary["search"]["warm_start"] = {"runs": [str(p) for p in spec.search.warm_start],
                                            "trials": len(warm_trials(spec))}
     if spec.search.fidelity is not None:
-        from nago_spec.runners.run import hyperband
-
-        f, hb = spec.search.fidelity, hyperband(spec)
-        summary["search"]["fidelity"] = {"on": f.on, "eta": f.eta, "budgets": list(hb.budgets()),
-                                         "brackets": [list(map(list, hb.bracket(i))) for i in range(hb.s_max + 1)]}
+        f = spec.search.fidelity
+        summary["search"]["fidelity"] = {"on": f.on, "eta": f.eta, "budgets": list(f.budgets()),
+                                         "brackets": [list(map(list, f.bracket(i))) for i in range(f.s_max + 1)]}
     summary["run"] = {"backend": spec.run.backend, "workers": spec.run.workers, **_devices(spec, spec_path)}
     if shape is not None:
         import numpy as np
@@ -273,9 +271,11 @@ def _main(args: argparse.Namespace) -> int:
             from nago_spec import Study
             from nago_spec.spec import load_spec
 
-            flags = {"seed": args.seed, "search": {"budget": args.budget},
-                     "run": {"backend": args.backend, "workers": args.workers, "device": args.device}}
-            spec = load_spec(args.spec, flags)
+            from nago_spec.runners.run import RunOptions, overrides
+
+            flags = RunOptions(seed=args.seed, budget=args.budget, backend=args.backend, workers=args.workers,
+                               device=args.device)
+            spec = load_spec(args.spec, overrides(flags) or None)
             spec.require_callables()  # a command line has no function to give
             Study.create(spec, args.out, force_new=args.force_new).optimize(
                 progress="quiet" if args.quiet else args.progress)

@@ -31,7 +31,7 @@ from nago_spec.device import (
     worker_bindings,
 )
 from nago_spec.errors import NagoError, SpecError, StoreError
-from nago_spec.fidelity import Fidelity, Row, next_jobs, planned_trials
+from nago_spec.fidelity import Row, next_jobs, planned_trials
 from nago_spec.pareto import to_minimization
 from nago_spec.pipeline import DataShape, Evaluator, sample_noise
 from nago_spec.report import (
@@ -141,7 +141,7 @@ def _run(spec: Spec, placement: Placement, warm: list, run_dir: Path, opts: RunO
     backend = backend_of(spec, placement, warmup=(worker.prepare, (spec, str(run_dir))))
     total = spec.search.budget
     if spec.search.fidelity is not None:
-        total = planned_trials(hyperband(spec), spec.search.budget)
+        total = planned_trials(spec.search.fidelity, spec.search.budget)
     progress = Progress(opts.mode, total=total, objectives=problem.objectives)
     try:
         with Store(run_dir / "study.db") as store:
@@ -249,7 +249,7 @@ def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall:
         run_dir, name=spec.name, strategy=spec.search.strategy, budget=spec.search.budget, trials=trials,
         param_names=problem.space.names, objectives=problem.objectives, constraints=problem.constraints,
         wall_seconds=wall, initial=spec.search.initial, compare=compare,
-        fidelity=hyperband(spec) if spec.search.fidelity is not None else None,
+        fidelity=spec.search.fidelity,
     )
 
 
@@ -353,7 +353,7 @@ def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: i
         if n <= 0:
             return []
         return store.add_trials(start, strategy.ask(n, next_trial_id=start, pending=pending))
-    fidelity = hyperband(spec)
+    fidelity = spec.search.fidelity
     trials = store.trials()
     rows = fidelity_rows(trials, problem)
     spent = sum(fidelity.cost(t.budget) for t in trials if t.budget is not None)
@@ -370,11 +370,6 @@ def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: i
         params += strategy.ask(len(new), next_trial_id=start + len(promoted), pending=pending)
     rungs = [{"config": j.config, "bracket": j.bracket, "rung": j.rung, "budget": j.budget} for j in promoted + new]
     return store.add_trials(start, params, rungs)
-
-
-def hyperband(spec: Spec) -> Fidelity:
-    """The spec's multi-fidelity plan (``[search.fidelity]``, a nago_spec.fidelity.Fidelity)."""
-    return spec.search.fidelity
 
 
 def fidelity_rows(trials: Sequence[TrialRecord], problem) -> list[Row]:
@@ -664,7 +659,7 @@ def status_text(run_dir: Path) -> str:
     c = s["counts"]
     planned = spec.search.budget
     if spec.search.fidelity is not None:
-        planned = planned_trials(hyperband(spec), spec.search.budget)
+        planned = planned_trials(spec.search.fidelity, spec.search.budget)
     lines = [
         (f"{spec.name}: {c['COMPLETE'] + c['FAILED']}/{planned} evaluations "
          f"({c['COMPLETE']} complete, {c['FAILED']} failed, {c['RUNNING']} running, {c['PENDING']} pending)"),

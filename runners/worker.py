@@ -99,14 +99,10 @@ def keep_freed_memory() -> bool:
     return bool(mapped and mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
+@functools.lru_cache(maxsize=4)
 def _evaluator(spec: Spec, run_dir: str | None):
     """The spec's evaluator, built once per process, spec and run directory: a Spec is hashable and a
     changed one is another key, so no cache outlives the spec it was built for."""
-    return _cached_evaluator(spec, run_dir)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_evaluator(spec: Spec, run_dir: str | None):
     from nago_spec.pipeline import Evaluator
 
     return Evaluator(spec, Path(run_dir) if run_dir else None)

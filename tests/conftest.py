@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -103,6 +104,21 @@ def tiny_search(tmp_path) -> Path:
     """tiny_spec without the final training and export (5-9 s a run), for tests of the search alone."""
     path = tmp_path / "tiny_search.toml"
     path.write_text(TINY_SPEC.replace("[export]\n", "[export]\nonnx = false\n"))
+    return path
+
+
+def params_spec(path: Path, module: str, function: str, tables: str, *, params: tuple[str, ...] = ("x1",),
+                seed: int = 0) -> Path:
+    """Write a plain-parameter spec to ``path``: float ``params`` in [0, 1], objectives f1 and f2 both
+    measured by ``function`` of the Python file ``module`` (its text) written beside it as
+    ``<path stem>_objective.py``, then ``tables`` ([search], [run], ... as TOML)."""
+    objective = path.with_name(f"{path.stem}_objective.py")
+    objective.write_text(textwrap.dedent(module))
+    space = "\n".join(f"{p} = {{ type = \"float\", low = 0.0, high = 1.0 }}" for p in params)
+    ref = f"{objective.name}:{function}"
+    path.write_text(f'version = 1\nname = "{path.stem}"\nseed = {seed}\n[space]\nkind = "params"\n[space.params]\n'
+                    f'{space}\n[[objectives]]\nname = "f1"\ncallable = "{ref}"\n[[objectives]]\nname = "f2"\n'
+                    f'callable = "{ref}"\n' + textwrap.dedent(tables))
     return path
 
 

@@ -16,6 +16,8 @@ from nago_spec.store import Store, TrialState
 from nago_spec.runners.backends import LocalBackend, ProcessBackend, TrialTimeout, WorkerLost
 from nago_spec.runners.run import RunOptions, run
 
+from conftest import params_spec
+
 
 def pid_after(seconds: float) -> int:
     time.sleep(seconds)
@@ -310,24 +312,7 @@ def zdt1(params):
 
 
 def _uneven_spec(tmp_path, backend: str, workers: int, synchronous: bool = True):
-    (tmp_path / "uneven.py").write_text(UNEVEN)
-    path = tmp_path / f"uneven_{backend}_{workers}.toml"
-    path.write_text(textwrap.dedent(f"""
-        version = 1
-        name = "uneven"
-        seed = 5
-        [space]
-        kind = "params"
-        [space.params]
-        x1 = {{ type = "float", low = 0.0, high = 1.0 }}
-        x2 = {{ type = "float", low = 0.0, high = 1.0 }}
-        x3 = {{ type = "float", low = 0.0, high = 1.0 }}
-        [[objectives]]
-        name = "f1"
-        callable = "uneven.py:zdt1"
-        [[objectives]]
-        name = "f2"
-        callable = "uneven.py:zdt1"
+    return params_spec(tmp_path / f"uneven_{backend}_{workers}.toml", UNEVEN, "zdt1", f"""
         [search]
         strategy = "bo"
         budget = 10
@@ -339,8 +324,7 @@ def _uneven_spec(tmp_path, backend: str, workers: int, synchronous: bool = True)
         [run]
         backend = "{backend}"
         workers = {workers}
-    """))
-    return path
+    """, params=("x1", "x2", "x3"), seed=5)
 
 
 def _points(out) -> list[tuple[int, dict, dict]]:

@@ -17,6 +17,8 @@ from nago_spec.runners.cli import main
 from nago_spec.runners.lock import LOCK_FILE, owner
 from nago_spec.store import Store, TrialState
 
+from conftest import params_spec
+
 REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = textwrap.dedent("""
@@ -122,28 +124,14 @@ def slow(params):
 def _slow_run(tmp_path, sleep: float) -> tuple[list[str], dict[str, str], Path]:
     """A `nago run` command of two process workers whose trials sleep ``sleep`` s, its environment,
     and the folder where each trial leaves its worker's pid."""
-    (tmp_path / "slow.py").write_text(SLOW)
-    spec = tmp_path / "slow.toml"
-    spec.write_text(textwrap.dedent("""
-        version = 1
-        name = "slow"
-        [space]
-        kind = "params"
-        [space.params]
-        x1 = { type = "float", low = 0.0, high = 1.0 }
-        [[objectives]]
-        name = "f1"
-        callable = "slow.py:slow"
-        [[objectives]]
-        name = "f2"
-        callable = "slow.py:slow"
+    spec = params_spec(tmp_path / "slow.toml", SLOW, "slow", """
         [search]
         strategy = "random"
         budget = 4
         [run]
         backend = "process"
         workers = 2
-    """))
+    """)
     pids = tmp_path / "pids"
     pids.mkdir()
     env = {**os.environ, "NAGO_TEST_PIDS": str(pids), "NAGO_TEST_SLEEP": str(sleep)}

@@ -4,11 +4,10 @@ with the same trials as an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import kill_run_at
+from conftest import kill_run_at, params_spec
 
 from nago_spec.store import Store, TrialState
 from nago_spec.runners.run import RunOptions, run
@@ -35,36 +34,18 @@ OPTIONS = {
 
 
 def _spec(tmp_path: Path, strategy: str, backend: str, workers: int) -> Path:
-    (tmp_path / "slow_zdt1.py").write_text(SLOW_ZDT1)
-    path = tmp_path / f"resume_{strategy}_{backend}.toml"
-    path.write_text(textwrap.dedent(f"""
-        version = 1
-        name = "resume"
-        seed = 3
-        [space]
-        kind = "params"
-        [space.params]
-        x1 = {{ type = "float", low = 0.0, high = 1.0 }}
-        x2 = {{ type = "float", low = 0.0, high = 1.0 }}
-        x3 = {{ type = "float", low = 0.0, high = 1.0 }}
-        [[objectives]]
-        name = "f1"
-        callable = "slow_zdt1.py:zdt1"
-        [[objectives]]
-        name = "f2"
-        callable = "slow_zdt1.py:zdt1"
+    return params_spec(tmp_path / f"resume_{strategy}_{backend}.toml", SLOW_ZDT1, "zdt1", f"""
         [search]
         strategy = "{strategy}"
         budget = {BUDGET}
         initial = 5
         batch = 2
         [search.options]
-    """) + OPTIONS[strategy] + textwrap.dedent(f"""
+    """ + OPTIONS[strategy] + f"""
         [run]
         backend = "{backend}"
         workers = {workers}
-    """))
-    return path
+    """, params=("x1", "x2", "x3"), seed=3)
 
 
 def _kill_mid_trial(spec: Path, out: Path, k: int) -> list[int]:
