@@ -122,6 +122,23 @@ def params_spec(path: Path, module: str, function: str, tables: str, *, params: 
     return path
 
 
+def install_plugin(folder: Path, monkeypatch, module: str, source: str, entry_points: str, registries) -> None:
+    """A real installed distribution on sys.path: ``module``.py with ``source``, and a dist-info whose
+    entry_points.txt is ``entry_points``. Each of the (global) ``registries`` gets this test's own
+    bookkeeping, so the plug-ins are gone after it."""
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    info = folder / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    for registry in registries:
+        monkeypatch.setattr(registry, "_items", dict(registry._items))
+        monkeypatch.setattr(registry, "_seen", set())
+        monkeypatch.setattr(registry, "_failed", {})
+
+
 def trial_counts(db: Path) -> dict[str, int]:
     """Trials per state, read with a plain connection (the run holds the store; WAL lets us read)."""
     if not db.exists():

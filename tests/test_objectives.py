@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import install_plugin
+
 from nago_spec.errors import RegistryError, SpecError
 from nago_spec.objectives import (
     BYTES_PER_VALUE,
@@ -175,7 +177,7 @@ def test_new_builtins_are_accepted_in_specs_with_their_cost(tmp_path):
 @pytest.fixture
 def plugin_dist(tmp_path, monkeypatch):
     """A real installed distribution on sys.path: a module and a dist-info with entry_points.txt."""
-    (tmp_path / "nago_plug_example.py").write_text(textwrap.dedent("""
+    install_plugin(tmp_path, monkeypatch, "nago_plug_example", """
         from nago_spec.objectives import Objective
 
         def half_params(params, ctx):
@@ -185,21 +187,12 @@ def plugin_dist(tmp_path, monkeypatch):
         half_params.unit = "count"
 
         as_object = Objective("as_object", "maximize", "score", True, lambda ctx: 1.0, "a constant")
-        """))
-    info = tmp_path / "nago_plug_example-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nago-plug-example\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[nago_spec.objectives]\n"
-        "half_params = nago_plug_example:half_params\n"
-        "as_object = nago_plug_example:as_object\n"
-        "broken = nago_plug_example_missing:thing\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    # the registry is global: give this test its own copy of the bookkeeping
-    monkeypatch.setattr(OBJECTIVES, "_items", dict(OBJECTIVES._items))
-    monkeypatch.setattr(OBJECTIVES, "_seen", set())
-    monkeypatch.setattr(OBJECTIVES, "_failed", {})
+        """,
+                   "[nago_spec.objectives]\n"
+                   "half_params = nago_plug_example:half_params\n"
+                   "as_object = nago_plug_example:as_object\n"
+                   "broken = nago_plug_example_missing:thing\n",
+                   (OBJECTIVES,))
     yield tmp_path
     sys.modules.pop("nago_plug_example", None)
 

@@ -5,7 +5,6 @@ built-ins, in spawned workers too; and one registered from Python works in that 
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
 
@@ -16,7 +15,7 @@ from nago_spec.store import Store, TrialState
 from nago_spec.graphs import GRAPH_MODELS
 from nago_spec.runners.run import RunOptions, run
 
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, install_plugin
 
 PLUGIN = '''
 import networkx as nx
@@ -54,20 +53,11 @@ class Centre(RandomStrategy):
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
     """A real installed distribution on sys.path, with one entry point in each group."""
-    (tmp_path / "nago_plug_kit.py").write_text(PLUGIN)
-    info = tmp_path / "nago_plug_kit-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nago-plug-kit\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[nago_spec.datasets]\neights = nago_plug_kit:eights\n"
-        "[nago_spec.graph_models]\nring = nago_plug_kit:ring\n"
-        "[nago_spec.strategies]\ncentre = nago_plug_kit:Centre\nbroken = nago_plug_kit_missing:Thing\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for registry in (DATASETS, STRATEGIES, GRAPH_MODELS):  # global: this test's own bookkeeping
-        monkeypatch.setattr(registry, "_items", dict(registry._items))
-        monkeypatch.setattr(registry, "_seen", set())
-        monkeypatch.setattr(registry, "_failed", {})
+    install_plugin(tmp_path, monkeypatch, "nago_plug_kit", PLUGIN,
+                   "[nago_spec.datasets]\neights = nago_plug_kit:eights\n"
+                   "[nago_spec.graph_models]\nring = nago_plug_kit:ring\n"
+                   "[nago_spec.strategies]\ncentre = nago_plug_kit:Centre\nbroken = nago_plug_kit_missing:Thing\n",
+                   (DATASETS, STRATEGIES, GRAPH_MODELS))
     yield tmp_path
     sys.modules.pop("nago_plug_kit", None)
 
