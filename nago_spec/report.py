@@ -57,8 +57,8 @@ def comparable(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     """The trials whose values compare: all of a single-fidelity run; in a multi-fidelity run those at
     the highest budget any trial has completed so far (an error after fewer epochs or less data does
     not compare with one after more)."""
-    budgets = [t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE]
-    return [t for t in trials if t.budget == max(budgets)] if budgets else list(trials)
+    top = max((t.budget for t in trials if t.budget is not None and t.state is TrialState.COMPLETE), default=None)
+    return list(trials) if top is None else [t for t in trials if t.budget == top]
 
 
 def run_front(

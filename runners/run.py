@@ -420,6 +420,12 @@ def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
     return ordered[: spec.export.max_models] if spec.export.max_models else ordered
 
 
+def models_to_train(spec: Spec, chosen: list[TrialRecord], done: dict[tuple[int, int], Any]
+                    ) -> list[tuple[TrialRecord, int]]:
+    """The ``(point, sample)`` final models of ``chosen`` that no row of ``done`` (Store.finals) records."""
+    return [(t, k) for t in chosen for k in range(spec.export.samples) if (t.id, k) not in done]
+
+
 def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend: Backend | None,
                   problem, store: Store, progress: Progress | None = None,
                   clock: Callable[[], float] | None = None) -> dict[str, Any]:
@@ -436,7 +442,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
     models_dir.mkdir(parents=True, exist_ok=True)
     key = spec.key("export")
     done = store.finals(key)
-    queue = deque((t, k) for t in chosen for k in range(spec.export.samples) if (t.id, k) not in done)
+    queue = deque(models_to_train(spec, chosen, done))
     if queue and progress is not None:
         progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
                          f"{len(chosen)} point(s)")
@@ -580,11 +586,12 @@ def _export_run(spec: Spec, run_dir: Path, mode: str, force: bool) -> Path:
             fr = run_front(trials, problem.objectives, problem.constraints)
             chosen = export_selection(spec, fr, problem)
             done = store.finals(spec.key("export"))
-            wanted = [(t.id, k) for t in chosen for k in range(spec.export.samples)]
-            missing = [m for m in wanted if m not in done]
-            failed = sum(done[m]["entry"] is None for m in wanted if m in done)
+            wanted = len(chosen) * spec.export.samples
+            missing = models_to_train(spec, chosen, done)
+            failed = sum(done[t.id, k]["entry"] is None for t in chosen for k in range(spec.export.samples)
+                         if (t.id, k) in done)
             progress.message(
-                f"{len(wanted) - len(missing) - failed} of {len(wanted)} model(s) already exported"
+                f"{wanted - len(missing) - failed} of {wanted} model(s) already exported"
                 + (f", {failed} failed before (--force retrains every model)" if failed else "")
                 + (f"; training {len(missing)}" if missing else "; nothing to train"))
             if missing:  # a pool of workers only where there is work for it
