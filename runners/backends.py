@@ -91,6 +91,12 @@ class WorkerLost(Exception):
     """The worker process running a call died before returning."""
 
 
+class WorkerStartFailed(NagoError):
+    """Worker processes could not start: they died (or their set-up raised) ``START_TRIES`` times in
+    a row before taking a call. Every queued and later call fails with it; the run stops on it,
+    since no trial could ever run."""
+
+
 class Backend(ABC):
     """Runs functions of the worker module and returns futures; ``workers`` run at once."""
 
@@ -146,8 +152,12 @@ def _serve(conn: multiprocessing.connection.Connection, binding: Binding | None 
     """A worker process: bind to its device, warm up, say it is ready, then run each ``(fn, args)``
     received and send back ``(ok, result or exception)``. It ends with the process that spawned it
     (die_with_parent): a killed run leaves no orphan training on."""
-    die_with_parent()
-    init_worker(binding)
+    try:
+        die_with_parent()
+        init_worker(binding)
+    except BaseException as exc:  # noqa: BLE001 - the parent reports why this worker could not start
+        conn.send(f"{type(exc).__name__}: {exc}")
+        return
     _warm(warmup)
     conn.send(None)  # ready: a call's time limit must not count the worker's start-up (imports)
     while True:
@@ -183,6 +193,8 @@ class _Worker:
     task: _Task | None = None
     deadline: float = float("inf")
     ready: bool = False
+    why: str | None = None  # what its set-up raised, when it could not start
+    gone: bool = False  # stopped for good: the pool could not start workers
 
 
 class ProcessBackend(Backend):
@@ -198,7 +210,14 @@ class ProcessBackend(Backend):
     life, a replacement included; their number is the number of workers. ``warmup`` runs in every
     fresh worker before it is ready (loading the spec, its callables and the data), so a call's time
     limit never counts it.
+
+    A worker that dies before it is ready is started again, at most ``START_TRIES`` times in a row
+    in its slot; then every queued and later call fails with WorkerStartFailed, its reason the last
+    death's (its own traceback is on stderr): a broken start-up would otherwise respawn forever.
     """
+
+    #: Deaths in a row during start-up, in one slot, after which the pool gives up.
+    START_TRIES = 3
 
     def __init__(self, workers: int | None = None, bindings: list[Binding] | None = None,
                  warmup: Warmup | None = None):
@@ -210,6 +229,8 @@ class ProcessBackend(Backend):
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closing = False
+        self._broken: WorkerStartFailed | None = None
+        self._failed_starts = [0] * self.workers
         self._pool = [self._spawn(i) for i in range(self.workers)]
         self._thread = threading.Thread(target=self._dispatch, name="nago-process-backend", daemon=True)
         self._thread.start()
@@ -227,6 +248,9 @@ class ProcessBackend(Backend):
         with self._lock:
             if self._closing:
                 raise RuntimeError("submit on a closed backend")
+            if self._broken is not None:
+                task.future.set_exception(self._broken)
+                return task.future
             self._queue.append(task)
         self._wake_w.send_bytes(b"")
         return task.future
@@ -250,25 +274,33 @@ class ProcessBackend(Backend):
                             self._start(w, self._queue.popleft())
             if closing:
                 return self._shutdown()
-            busy = [w for w in self._pool if w.task is not None]
-            starting = [w for w in self._pool if not w.ready]
+            live = [w for w in self._pool if not w.gone]
+            busy = [w for w in live if w.task is not None]
+            starting = [w for w in live if not w.ready]
             deadline = min((w.deadline for w in busy), default=float("inf"))
             wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
             ready = multiprocessing.connection.wait(
-                [self._wake_r] + [w.conn for w in busy + starting] + [w.process.sentinel for w in self._pool],
+                [self._wake_r] + [w.conn for w in busy + starting] + [w.process.sentinel for w in live],
                 timeout=wait,
             )
             if self._wake_r in ready:
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
             for i, w in enumerate(self._pool):
+                if w.gone:
+                    continue
                 if not w.ready and w.conn in ready:
                     try:
-                        w.ready = w.conn.recv() is None
+                        w.why = w.conn.recv()
+                        w.ready = w.why is None
                     except (EOFError, OSError):  # died while starting: the sentinel says so below
                         pass
+                    if w.ready:
+                        self._failed_starts[i] = 0
                 if w.task is not None and w.conn in ready:
                     self._collect(i, w)
+                elif not w.ready and (w.why is not None or w.process.sentinel in ready):
+                    self._start_failed(i, w)
                 elif w.process.sentinel in ready:
                     self._replace(i, WorkerLost(self._death(w)))
                 elif w.task is not None and time.monotonic() >= w.deadline:
@@ -306,6 +338,29 @@ class ProcessBackend(Backend):
             w.task.future.set_exception(error)
         self._pool[i] = self._spawn(i)
 
+    def _start_failed(self, i: int, w: _Worker) -> None:
+        """Worker ``i`` died, or its set-up raised, before it was ready: start it again, or give up
+        after START_TRIES such deaths in a row."""
+        why = w.why or self._death(w)
+        self._failed_starts[i] += 1
+        if self._broken is None and self._failed_starts[i] < self.START_TRIES:
+            log.warning("worker %s could not start (%s); starting it again", w.process.pid, why)
+            return self._replace(i, WorkerLost(why))
+        w.process.kill()
+        w.process.join()
+        w.conn.close()
+        w.gone = True
+        if self._broken is not None:
+            return
+        self._broken = WorkerStartFailed(
+            f"the process backend's workers could not start ({self.START_TRIES} tries): {why}, before taking a "
+            f"trial{_main_hint()}")
+        with self._lock:
+            queued, self._queue = list(self._queue), collections.deque()
+        for task in queued:
+            if task.future.set_running_or_notify_cancel():
+                task.future.set_exception(self._broken)
+
     @staticmethod
     def _death(w: _Worker) -> str:
         w.process.join(timeout=5)
@@ -332,6 +387,17 @@ class ProcessBackend(Backend):
                 w.process.kill()
                 w.process.join()
             w.conn.close()
+
+
+def _main_hint() -> str:
+    """Why a spawned worker may die while starting, when this process runs a script: a worker imports
+    the script again, and one that starts a study outside ``if __name__ == "__main__":`` fails."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or ""
+    if getattr(main, "__spec__", None) is not None or not script.endswith(".py"):  # python -m, a console script
+        return "; its error is printed above"
+    return (f"; its error is printed above. Each worker imports {os.path.basename(script)} again: code that "
+            'starts a study must run under if __name__ == "__main__":')
 
 
 # -- Ray --------------------------------------------------------------------------------------------

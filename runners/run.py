@@ -47,7 +47,7 @@ from nago_spec.store import Outcome, Store, TrialRecord, TrialState
 from nago_spec.strategies import STRATEGIES
 from nago_spec.warm import warm_trials
 from nago_spec.runners import worker
-from nago_spec.runners.backends import Backend, TrialTimeout, WorkerLost, make_backend
+from nago_spec.runners.backends import Backend, TrialTimeout, WorkerLost, WorkerStartFailed, make_backend
 from nago_spec.runners.lock import describe_owner, owner, owning
 from nago_spec.runners.progress import Progress
 
@@ -317,7 +317,8 @@ class Retries:
     """The one failure policy of a run's jobs, trials and final models alike: a job whose worker died
     (WorkerLost: killed, segfault, out of host memory) is re-queued up to ``max_retries`` times, then
     failed; one that ran past its time limit (TrialTimeout) fails at once, as a hang would recur;
-    anything else the backend raises fails that job alone."""
+    anything else the backend raises fails that job alone, except WorkerStartFailed: no job can run,
+    so it stops the run (the jobs in flight are left to resume)."""
 
     def __init__(self, max_retries: int):
         self.max_retries = max_retries
@@ -334,6 +335,8 @@ class Retries:
             return Outcome.failed(f"{exc} ({n} time(s); max_retries = {self.max_retries})"), None
         except TrialTimeout as exc:
             return Outcome.failed(str(exc)), None
+        except WorkerStartFailed:
+            raise
         except Exception as exc:  # noqa: BLE001 - the backend's failure is this job's, not the run's
             return Outcome.failed(f"{type(exc).__name__}: {exc}"), None
 
@@ -673,7 +676,8 @@ def status_text(run_dir: Path) -> str:
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
         _live_text(run_dir, c),
         *_where_text(trials),
-        "best: " + ", ".join(f"{k} = {v:.6g} (trial {s['best_trial'][k]})" for k, v in s["best"].items()),
+        "best: " + (", ".join(f"{k} = {v:.6g} (trial {s['best_trial'][k]})" for k, v in s["best"].items())
+                    or "none yet (no trial complete)"),
         f"Pareto front ({len(fr.pareto)}):",
     ]
     for t in fr.pareto:

@@ -13,7 +13,8 @@ from concurrent.futures import wait
 import pytest
 
 from nago_spec.store import Store, TrialState
-from nago_spec.runners.backends import LocalBackend, ProcessBackend, TrialTimeout, WorkerLost
+from nago_spec.device import Binding
+from nago_spec.runners.backends import LocalBackend, ProcessBackend, TrialTimeout, WorkerLost, WorkerStartFailed
 from nago_spec.runners.run import RunOptions, run
 
 from conftest import params_spec
@@ -97,6 +98,18 @@ def test_process_backend_timeout_kills_only_the_hanging_worker(pool):
     assert other.result(timeout=60) > 0
     after = {w.process.pid for w in pool._pool}
     assert len(after) == 2 and len(before & after) == 1  # one worker replaced, the other kept
+
+
+def test_process_backend_gives_up_on_workers_that_cannot_start():
+    """A worker whose set-up raises (here: a CUDA_VISIBLE_DEVICES no environment can hold) was started
+    again forever; after START_TRIES it fails every call, queued or later, with the set-up's error."""
+    with ProcessBackend(bindings=[Binding("cpu", "0\0")]) as pool:
+        queued = pool.submit(pid_after, 0)
+        with pytest.raises(WorkerStartFailed, match=r"could not start \(3 tries\): ValueError: embedded null byte"):
+            queued.result(timeout=60)
+        with pytest.raises(WorkerStartFailed):
+            pool.submit(pid_after, 0).result(timeout=1)
+        assert all(w.gone for w in pool._pool)
 
 
 def test_local_backend_time_limit_interrupts_python_code():

@@ -259,3 +259,41 @@ def test_export_of_a_finished_export_says_so_and_starts_no_workers(tiny_spec, tm
     assert f"{n} of {n} model(s) already exported; nothing to train" in captured.err
     assert captured.out.strip() == str(out / "models" / "manifest.json")
     assert {f.name: f.stat().st_mtime_ns for f in (out / "models").glob("*.onnx")} == stamps
+
+
+SCRIPT = """
+from nago_spec import Study
+from nago_spec.spec import Spec
+
+def f(p):
+    return {{"f1": p["x"], "f2": 1 - p["x"]}}
+
+spec = Spec.from_dict({{"version": 1, "name": "script", "seed": 0,
+    "space": {{"kind": "params", "params": {{"x": {{"type": "float", "low": 0.0, "high": 1.0}}}}}},
+    "objectives": [{{"name": "f1"}}, {{"name": "f2"}}],
+    "search": {{"strategy": "random", "budget": 4}}, "run": {{"backend": "process", "workers": 2}}}})
+{guard}
+    Study.create(spec, "run").optimize(f, progress="quiet")
+"""
+
+
+def test_a_worker_that_dies_starting_fails_the_run_with_its_reason_and_it_resumes(tmp_path):
+    """A script that starts a study without the main guard: each spawned worker imports it again and
+    dies starting. The pool respawned them forever (the run never ended, with no message); now it gives
+    up after a few tries, says why, and the guarded script resumes the trials left in flight."""
+    script = tmp_path / "study_script.py"
+    script.write_text(SCRIPT.format(guard="if True:"))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("nago_spec.runners.backends.WorkerStartFailed: the process backend's workers could not "
+                           "start (3 tries): worker process "), last
+    assert ('Each worker imports study_script.py again: code that starts a study must run under '
+            'if __name__ == "__main__":') in last
+    assert "could not start (worker process" in done.stderr and "starting it again" in done.stderr  # retried
+    with Store(tmp_path / "run" / "study.db") as store:
+        assert {t.state for t in store.trials()} <= {TrialState.RUNNING, TrialState.PENDING}
+    script.write_text(SCRIPT.format(guard='if __name__ == "__main__":'))
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=120)
+    with Store(tmp_path / "run" / "study.db") as store:
+        assert [(t.id, t.state) for t in store.trials()] == [(i, TrialState.COMPLETE) for i in range(4)]
