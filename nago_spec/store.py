@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -66,7 +67,13 @@ class _Guarded:
 
     def _error(self, exc: sqlite3.DatabaseError) -> StoreError:
         if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full: the file is fine
-            return StoreError(f"{self._path}: {exc}")
+            text = str(exc)
+            if "full" in text or "disk I/O" in text:
+                return StoreError(f"{self._path}: {text} (is the disk full?); what the store holds is kept: free "
+                                  "some space and run the same command again to resume")
+            if "readonly" in text or "read-only" in text:
+                return StoreError(f"{self._path}: {text}; the run directory cannot be written here")
+            return StoreError(f"{self._path}: {text}")
         return StoreError(f"{self._path}: not a readable nago-spec store ({exc}); move it away, or start over "
                           "with --force-new")
 
@@ -132,6 +139,29 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, allow_nan=False)
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that reads ``path`` and never writes it (``query_only``). Where the directory can be
+    written it is an ordinary connection, which as the last one to close tidies the write-ahead log's
+    side files away. Where it cannot (a read-only file system, another user's run), SQLite cannot make
+    the shared-memory index WAL mode needs even to read, and the store is read as immutable: exact for
+    a run that has ended (its last connection folded the log into the file), while the last trials of
+    a run that was killed may be missed."""
+    if os.access(path.parent, os.W_OK):
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+    uri = path.resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:  # "unable to open database file": no index can be made here
+        conn.close()
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0, isolation_level=None)
+    except sqlite3.DatabaseError:
+        pass  # a damaged file: the first query through _Guarded says so, in one line
+    return conn
+
+
 class Store:
     """A run's ``study.db``: WAL mode, one transaction per state change.
 
@@ -139,17 +169,43 @@ class Store:
     back to PENDING on resume.
     """
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, readonly: bool = False):
+        """Open (or create) the store at ``path``. ``readonly``: only read an existing store, writing
+        nothing, not even SQLite's side files where the directory cannot be written (status, report,
+        warm start, on a read-only file system or another user's run)."""
         self.path = Path(path)
         if self.path.is_file() and self.path.stat().st_size == 0:  # sqlite would take it for a new, empty run
             raise StoreError(f"{self.path}: the store is empty (0 bytes): this run's trials are lost, or it never "
                              "stored one; move it away, or start over with --force-new")
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"{self.path}: no such store")
+            self._conn = _Guarded(_read_only(self.path), self.path)
+            try:
+                version = self._read_version()
+            except StoreError:
+                self._conn.close()
+                raise
+            if version >= SCHEMA_VERSION or not os.access(self.path.parent, os.W_OK):
+                return  # (an older schema that cannot be migrated here: its missing columns fail one line)
+            self._conn.close()  # an older schema is migrated once, where it can be written
         self._conn = _Guarded(sqlite3.connect(self.path, timeout=30.0, isolation_level=None), self.path)
         try:
             self._open()
         except StoreError:
             self._conn.close()
             raise
+
+    def _read_version(self) -> int:
+        """The schema version of a store opened read-only; StoreError for an SQLite file of another kind."""
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "trials"} <= tables:
+            raise StoreError(f"{self.path}: not a nago-spec store (an SQLite file without its tables); move it "
+                             "away, or start over with --force-new")
+        version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version}, this nago-spec reads up to {SCHEMA_VERSION}")
+        return version
 
     def _open(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")

@@ -117,7 +117,7 @@ class Study:
         """Every trial, in the order they were proposed (none before the first optimize)."""
         if not (self.directory / "study.db").exists():
             return []
-        with Store(self.directory / "study.db") as store:
+        with Store(self.directory / "study.db", readonly=True) as store:
             return store.trials()
 
     def front(self) -> list[TrialRecord]:

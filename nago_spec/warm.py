@@ -67,7 +67,7 @@ def _trials_of(spec: Spec, source: Path) -> list[WarmTrial]:
             raise refuse(f"objective {o.name!r} is {directions[o.name]}d there, {o.direction}d here")
     needed = [o.name for o in spec.objectives] + [c.objective for c in spec.constraints]
     try:
-        with Store(source / "study.db") as store:
+        with Store(source / "study.db", readonly=True) as store:
             complete = [t for t in store.trials() if t.state is TrialState.COMPLETE and t.values is not None]
     except NagoError as exc:
         raise refuse(f"its study.db cannot be read: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -120,7 +121,7 @@ def draw(target: Path, out: Path, trial: int | None = None) -> str:
     data = load_data(spec)
     problem = Evaluator(spec).problem(DataShape.of(data))
     if target.is_dir():
-        with Store(target / "study.db") as store:
+        with Store(target / "study.db", readonly=True) as store:
             trials = store.trials()
         if trial is None:
             best = sorted(run_front(trials, problem.objectives, problem.constraints).pareto,
@@ -240,6 +241,16 @@ class Terminated(KeyboardInterrupt):
     left to resume, its workers stopped)."""
 
 
+#: The file system's refusals, which are the machine's and not a bug: errno -> what to do.
+_ENVIRONMENT_ERRNOS = {
+    errno.EROFS: "the run directory cannot be written here (nago status still reads it); copy it somewhere writable",
+    errno.EACCES: "no permission to write it; give a directory you can write",
+    errno.EPERM: "no permission to write it; give a directory you can write",
+    errno.ENOSPC: "free some space and run the same command again: it resumes",
+    errno.EDQUOT: "over the disk quota: free some space and run the same command again: it resumes",
+}
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -317,6 +328,12 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except NagoError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror.lower()}; {_ENVIRONMENT_ERRNOS[exc.errno]}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nago_spec.errors import RunBusy
+from nago_spec.errors import RunBusy, StoreError
 
 try:
     import fcntl
@@ -34,8 +34,12 @@ def owning(run_dir: Path, what: str = "run") -> Iterator[None]:
     if fcntl is None or _held_here.get(run_dir.resolve()):
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only file system, no permission: nothing can be written there
+        raise StoreError(f"{run_dir}: cannot {what} here: {exc.strerror.lower()} ({exc.filename}); give a "
+                         "directory that can be written") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -624,9 +624,9 @@ def report_run(run_dir: Path, compare: Sequence[Path] = ()) -> Path:
                 f"--compare {other}: its objectives ({', '.join(o.name for o in oproblem.objectives)}) differ "
                 f"from {run_dir}'s ({', '.join(o.name for o in problem.objectives)})"
             )
-        with Store(other / "study.db") as store:
+        with Store(other / "study.db", readonly=True) as store:
             others.append(Compared(f"{other.name} ({ospec.search.strategy})", store.trials()))
-    with Store(run_dir / "study.db") as store:
+    with Store(run_dir / "study.db", readonly=True) as store:
         _report(spec, run_dir, store.trials(), problem, float(store.get_meta("wall_seconds") or 0), others)
     return run_dir / "report.md"
 
@@ -662,7 +662,7 @@ def _live_text(run_dir: Path, counts: dict[str, int]) -> str:
 def status_text(run_dir: Path) -> str:
     """``nago status DIR``: one screen on where a run stands."""
     spec, problem = _open_run(run_dir)
-    with Store(run_dir / "study.db") as store:
+    with Store(run_dir / "study.db", readonly=True) as store:
         s = _summary(store, problem)
         trials = store.trials()
     fr = run_front(trials, problem.objectives, problem.constraints)

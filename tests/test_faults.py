@@ -3,6 +3,7 @@ operating system, processes and store. This file starts with the run directory's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -297,3 +298,82 @@ def test_a_worker_that_dies_starting_fails_the_run_with_its_reason_and_it_resume
     subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=120)
     with Store(tmp_path / "run" / "study.db") as store:
         assert [(t.id, t.state) for t in store.trials()] == [(i, TrialState.COMPLETE) for i in range(4)]
+
+
+def _namespaces() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+needs_namespaces = pytest.mark.skipif(not _namespaces(), reason="needs `unshare -rm` (user and mount namespaces) "
+                                      "to mount a read-only or a full file system without privileges")
+NAGO = [sys.executable, "-m", "nago_spec.runners.cli"]
+
+
+def _mounted(mount: str, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` run in a mount namespace of its own after the shell commands ``mount`` (a real read-only
+    or full file system, seen by nothing else)."""
+    quoted = " ".join(f"'{a}'" for a in argv)
+    return subprocess.run(["unshare", "-rm", "bash", "-c", f"{mount} || exit 99; {quoted}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@needs_namespaces
+def test_a_read_only_run_directory_is_read_and_writing_it_is_one_line(params_run, tmp_path):
+    """On a read-only file system `nago status` of a finished run failed (SQLite's WAL mode writes side
+    files even to read) and `nago run --out` ended in an OSError traceback."""
+    spec, out = params_run
+    read_only = f"mount --bind '{out}' '{out}' && mount -o remount,bind,ro '{out}'"
+
+    status = _mounted(read_only, *NAGO, "status", str(out))
+    assert status.returncode == 0 and status.stderr == "", status.stderr
+    assert status.stdout.startswith("params-zdt1: 4/4 evaluations (4 complete, 0 failed")
+    assert "not running" in status.stdout
+
+    warm = tmp_path / "warm.toml"  # a warm start reads its source run the same way
+    warm.write_text((REPO / "specs" / "01_params_zdt1.toml").read_text().replace(
+        'callable = "problems.py', f'callable = "{REPO / "specs" / "problems.py"}').replace(
+        "[search]", f'[search]\nwarm_start = ["{out}"]'))
+    check = _mounted(read_only, *NAGO, "check", "--json", str(warm))
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["search"]["warm_start"]["trials"] == 4
+
+    for argv, written in [(("report", str(out)), out / "trials.csv"),
+                          (("run", str(spec), "--out", str(out), "--budget", "6", "--progress", "quiet"), out),
+                          (("run", str(spec), "--out", str(out / "new"), "--budget", "6"), out / "new")]:
+        done = _mounted(read_only, *NAGO, *argv)
+        assert done.returncode == 1, (argv, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {written}"), (argv, lines)
+        assert "read-only file system" in lines[0]
+    with Store(out / "study.db") as store:
+        assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 4
+
+
+@needs_namespaces
+def test_a_full_disk_stops_a_run_in_one_line_and_it_resumes_once_there_is_room(tmp_path):
+    """A run whose directory fills up ends with one line saying so; what the store holds is kept, and
+    once space is freed the same command resumes to a whole run, no trial twice."""
+    spec, disk = REPO / "specs" / "01_params_zdt1.toml", tmp_path / "disk"
+    disk.mkdir()
+    out = disk / "run"
+    states = tmp_path / "states.py"
+    states.write_text("import sys\nfrom nago_spec.store import Store\n"
+                      "print([(t.id, t.state.value) for t in Store(sys.argv[1]).trials()])\n")
+    nago = " ".join(NAGO)
+    # the run must live on the small file system for both commands: one namespace, two runs
+    script = (f"mount -t tmpfs -o size=1m tmpfs '{disk}' || exit 99; head -c 900k /dev/zero > '{disk}/filler'; "
+              f"{nago} run '{spec}' --out '{out}' --budget 40 --progress quiet; echo first=$? >&2; "
+              f"rm '{disk}/filler' && {nago} run '{spec}' --out '{out}' --budget 40 --progress quiet && "
+              f"{sys.executable} '{states}' '{out}/study.db'")
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, resumed = done.stderr.split("first=")
+    lines = first.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}/study.db: "), lines
+    assert "free some space and run the same command again" in lines[0]
+    assert resumed.strip() == "1", resumed
+    assert done.stdout.strip() == str([(i, "COMPLETE") for i in range(40)])

@@ -66,8 +66,7 @@ def test_rungs_are_stored_and_a_new_config_is_its_own(tmp_path):
             (0, 0, 0, 30.0), (1, 0, 0, 30.0), (0, 0, 1, 60.0), (None, None, None, None)]
 
 
-def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path):
-    db = tmp_path / "old.db"
+def _schema_1_store(db):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
@@ -77,7 +76,14 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path):
     conn.execute("""INSERT INTO trials (id, state, params, "values") VALUES (0, 'COMPLETE', '{"x": 1}', '{"f": 2.0}')""")
     conn.commit()
     conn.close()
-    with Store(db) as store:
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path, readonly):
+    """Also when first opened to be read (status, a warm start), where the directory can be written."""
+    db = tmp_path / "old.db"
+    _schema_1_store(db)
+    with Store(db, readonly=readonly) as store:
         assert store.get_meta("schema_version") == "3"
         (t,) = store.trials()
         assert (t.params, t.values, t.budget, t.config, t.device) == ({"x": 1}, {"f": 2.0}, None, None, None)
@@ -95,3 +101,27 @@ def test_the_worker_s_host_and_device_replace_the_parent_s(tmp_path):
         store.complete(2, {"f": 2.0}, [])  # no answer from a worker (a lost one): the parent's host stays
         t = store.trials()
     assert [(r.host, r.device) for r in t] == [("node-7", "cuda:3"), ("node-8", "cuda:GPU-5f2c"), ("parent", None)]
+
+
+def test_reading_a_store_writes_nothing_and_refuses_a_foreign_sqlite_file(tmp_path):
+    db = tmp_path / "study.db"
+    with Store(db) as store:
+        store.add_trials(0, [{"x": 1}])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Store(db, readonly=True) as store:
+        assert [t.params for t in store.trials()] == [{"x": 1}]
+        with pytest.raises(StoreError, match="attempt to write a readonly database; the run directory cannot be "
+                                             "written here"):
+            store.set_meta("k", "v")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    data = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not a nago-spec store"):
+        Store(foreign, readonly=True)
+    assert foreign.read_bytes() == data
+    with pytest.raises(StoreError, match="no such store"):
+        Store(tmp_path / "missing.db", readonly=True)
