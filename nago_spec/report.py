@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ def trial_rows(
     constraints: Sequence[ConstraintInfo],
 ) -> list[dict[str, Any]]:
     """One row a trial: trial, state, parameters, objectives, feasibility, seconds, where it ran (host
-    and device), error."""
+    and device), error, and why its point stands in for the strategy's own proposal, if it does."""
     rows = []
     for t in trials:
         row: dict[str, Any] = {"trial": t.id, "state": t.state.value}
@@ -127,8 +127,30 @@ def trial_rows(
         row["seconds"] = "" if t.seconds is None else round(t.seconds, 2)
         row["host"], row["device"] = t.host or "", t.device or ""
         row["fail_reason"] = (t.error or "").splitlines()[0] if t.error else ""
+        row["fallback"] = t.fallback or ""
         rows.append(row)
     return rows
+
+
+def fallback_groups(notes: Mapping[int, str | None]) -> dict[str, list[int]]:
+    """``{reason: trial ids}`` of the trials with a fallback ``notes[id]``, in id order."""
+    out: dict[str, list[int]] = {}
+    for i in sorted(notes):
+        if notes[i]:
+            out.setdefault(notes[i], []).append(i)
+    return out
+
+
+def fallback_lines(trials: Sequence[TrialRecord], strategy: str) -> list[str]:
+    """report.md's (and nago status's) account of the trials whose point stands in for the strategy's
+    own proposal: how many, which, and why ([] when there are none)."""
+    groups = fallback_groups({t.id: t.fallback for t in trials})
+    if not groups:
+        return []
+    n = sum(map(len, groups.values()))
+    lines = [f"- fallback proposals: {n} of {len(trials)} trials are not {strategy}'s own proposal"]
+    return lines + [f"  - trial{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: {why}"
+                    for why, ids in groups.items()]
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -266,7 +288,7 @@ def write_report(
             *param_names, *onames, *extra]
     if constraints:
         cols.append("feasible")
-    cols += ["seconds", "host", "device", "fail_reason"]
+    cols += ["seconds", "host", "device", "fail_reason", "fallback"]
     rows = trial_rows(every, param_names, onames + extra, constraints)
     write_csv(run_dir / "trials.csv", rows, cols)
     fr = run_front(every, objectives, constraints)
@@ -295,6 +317,7 @@ def write_report(
         + ("" if fidelity is None else f" (full-budget equivalents; {len(trials)} at the highest budget)"),
         "- trials: " + ", ".join(f"{n} {s.value.lower()}" for s, n in states.items() if n),
     ]
+    lines += fallback_lines(every, strategy)
     if wall_seconds is not None:
         lines.append(f"- wall time: {wall_seconds:.1f} s")
     if history:

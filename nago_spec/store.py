@@ -17,9 +17,13 @@ from typing import Any
 
 from nago_spec.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: The trial columns TrialRecord is read from, in its order.
+_TRIAL_COLUMNS = ("id", "state", "params", "values", "samples", "error", "host", "created", "started", "finished",
+                  "attempts", "config", "bracket", "rung", "budget", "device", "fallback")
 #: Columns each schema version added to ``trials``; older stores are migrated on open.
-_ADDED_COLUMNS = {2: ("config INTEGER", "bracket INTEGER", "rung INTEGER", "budget REAL"), 3: ("device TEXT",)}
+_ADDED_COLUMNS = {2: ("config INTEGER", "bracket INTEGER", "rung INTEGER", "budget REAL"), 3: ("device TEXT",),
+                  4: ("fallback TEXT",)}
 
 
 class TrialState(str, Enum):
@@ -125,6 +129,9 @@ class TrialRecord:
     budget: float | None = None
     #: the device the last attempt trained on, as its worker reported it ("cpu", "cuda:<GPU id>", ...)
     device: str | None = None
+    #: why this trial's point is a stand-in for the strategy's own proposal (bo's model failed and a
+    #: random point was taken), None when it is the strategy's
+    fallback: str | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -187,7 +194,7 @@ class Store:
                 self._conn.close()
                 raise
             if version >= SCHEMA_VERSION or not os.access(self.path.parent, os.W_OK):
-                return  # (an older schema that cannot be migrated here: its missing columns fail one line)
+                return  # (an older schema that cannot be migrated here: its missing columns read as None)
             self._conn.close()  # an older schema is migrated once, where it can be written
         self._conn = _Guarded(sqlite3.connect(self.path, timeout=30.0, isolation_level=None), self.path)
         try:
@@ -229,7 +236,8 @@ class Store:
                     bracket INTEGER,
                     rung INTEGER,
                     budget REAL,
-                    device TEXT)"""
+                    device TEXT,
+                    fallback TEXT)"""
             )
             c.execute(
                 """CREATE TABLE IF NOT EXISTS finals (
@@ -242,6 +250,7 @@ class Store:
                     finished REAL,
                     PRIMARY KEY (trial, sample))"""
             )
+            c.execute("CREATE TABLE IF NOT EXISTS lost (job TEXT PRIMARY KEY, workers INTEGER NOT NULL)")
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
@@ -289,13 +298,16 @@ class Store:
 
     # -- trials ----------------------------------------------------------------------------------
     def add_trials(
-        self, first_id: int, params: list[Mapping[str, Any]], rungs: list[Mapping[str, Any]] | None = None
+        self, first_id: int, params: list[Mapping[str, Any]], rungs: list[Mapping[str, Any]] | None = None,
+        fallbacks: Mapping[int, str] | None = None,
     ) -> list[int]:
         """Insert PENDING trials ``first_id, first_id + 1, ...`` in one transaction.
 
         ``rungs`` (multi-fidelity runs) gives each trial's ``config``, ``bracket``, ``rung`` and
         ``budget``; a ``config`` of None means the trial's own id (a new configuration).
+        ``fallbacks``: trial id -> why its point stands in for the strategy's own proposal.
         """
+        fallbacks = fallbacks or {}
         now = time.time()
         ids = list(range(first_id, first_id + len(params)))
         rungs = rungs if rungs is not None else [{}] * len(params)
@@ -306,11 +318,11 @@ class Store:
             config = r.get("config")
             rows.append((i, TrialState.PENDING.value, _dumps(dict(p)), now,
                          (i if config is None else config) if r else None, r.get("bracket"), r.get("rung"),
-                         r.get("budget")))
+                         r.get("budget"), fallbacks.get(i)))
         with self._tx() as c:
             c.executemany(
-                "INSERT INTO trials (id, state, params, created, config, bracket, rung, budget)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials (id, state, params, created, config, bracket, rung, budget, fallback)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         return ids
@@ -375,10 +387,9 @@ class Store:
 
     def trials(self, state: TrialState | None = None) -> list[TrialRecord]:
         """Every trial (or those in ``state``), ordered by id."""
-        sql = (
-            'SELECT id, state, params, "values", samples, error, host, created, started, finished, attempts,'
-            " config, bracket, rung, budget, device FROM trials"
-        )
+        present = {r[1] for r in self._conn.execute("PRAGMA table_info(trials)")}
+        # a column an older schema lacks (a store read where it could not be migrated) reads as NULL
+        sql = "SELECT " + ", ".join(f'"{c}"' if c in present else "NULL" for c in _TRIAL_COLUMNS) + " FROM trials"
         args: tuple[Any, ...] = ()
         if state is not None:
             sql += " WHERE state = ?"
@@ -402,6 +413,7 @@ class Store:
                 rung=r[13],
                 budget=r[14],
                 device=r[15],
+                fallback=r[16],
             )
             for r in rows
         ]
@@ -435,6 +447,18 @@ class Store:
     def clear_finals(self) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM finals")
+
+    # -- lost workers ----------------------------------------------------------------------------
+    def lost_workers(self, job: str) -> int:
+        """How many workers died under ``job`` (a trial, a final training), over every session."""
+        row = self._conn.execute("SELECT workers FROM lost WHERE job = ?", (job,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def add_lost_worker(self, job: str) -> int:
+        """Count one more worker dead under ``job``; returns the count."""
+        with self._tx() as c:
+            c.execute("INSERT INTO lost VALUES (?, 1) ON CONFLICT(job) DO UPDATE SET workers = workers + 1", (job,))
+        return self.lost_workers(job)
 
     def next_trial_id(self) -> int:
         row = self._conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()

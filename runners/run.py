@@ -37,6 +37,8 @@ from nago_spec.pipeline import DataShape, Evaluator, sample_noise
 from nago_spec.report import (
     Compared,
     Front,
+    fallback_groups,
+    fallback_lines,
     normalised_hv,
     run_front,
     violation,
@@ -268,7 +270,7 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
     all_trials = {t.id: t for t in store.trials()}
     queue = deque(t.id for t in all_trials.values() if t.state is TrialState.PENDING)
     running: dict[Future, int] = {}
-    retries = Retries(spec.run.max_retries)
+    retries = Retries(spec.run.max_retries, store)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.FAILED) for t in all_trials.values())
     progress.start(finished, _summary(store, problem))
     while True:
@@ -282,6 +284,8 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
                     break
                 queue.extend(added)
                 all_trials = {t.id: t for t in store.trials()}
+                for why, ids in fallback_groups({i: all_trials[i].fallback for i in added}).items():
+                    progress.message(f"trial{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: {why}")
             tid = queue.popleft()
             store.mark_running(tid, host=socket.gethostname())
             t = all_trials[tid]
@@ -294,7 +298,7 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
         done, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in sorted(done, key=lambda f: running[f]):
             tid = running.pop(fut)
-            out, retry = retries.settle(tid, fut)
+            out, retry = retries.settle(f"trial {tid}", fut)
             if out is None:
                 store.requeue(tid, retry)
                 queue.appendleft(tid)
@@ -316,20 +320,25 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
 class Retries:
     """The one failure policy of a run's jobs, trials and final models alike: a job whose worker died
     (WorkerLost: killed, segfault, out of host memory) is re-queued up to ``max_retries`` times, then
-    failed; one that ran past its time limit (TrialTimeout) fails at once, as a hang would recur;
+    failed, its deaths counted in the store (when given) so that a resumed run goes on counting; one that ran past its time limit (TrialTimeout) fails at once, as a hang would recur;
     anything else the backend raises fails that job alone, except WorkerStartFailed: no job can run,
     so it stops the run (the jobs in flight are left to resume)."""
 
-    def __init__(self, max_retries: int):
+    def __init__(self, max_retries: int, store: Store | None = None):
         self.max_retries = max_retries
-        self.lost: dict[Any, int] = {}  # job -> workers that died under it in this process
+        self.store = store
+        self.lost: dict[str, int] = {}  # job -> workers that died under it (without a store: in this process)
 
-    def settle(self, job: Any, fut: Future) -> tuple[Outcome | None, str | None]:
-        """``(outcome, None)`` for a finished job, or ``(None, why)`` when it is to be re-queued."""
+    def settle(self, job: str, fut: Future) -> tuple[Outcome | None, str | None]:
+        """``(outcome, None)`` for a finished ``job`` ("trial 3", "final ... trial 3 sample 0"), or
+        ``(None, why)`` when it is to be re-queued."""
         try:
             return fut.result(), None
         except WorkerLost as exc:
-            n = self.lost[job] = self.lost.get(job, 0) + 1
+            if self.store is not None:
+                n = self.store.add_lost_worker(job)
+            else:
+                n = self.lost[job] = self.lost.get(job, 0) + 1
             if n <= self.max_retries:
                 return None, f"{exc}; re-queued ({n} of {self.max_retries} retries)"
             return Outcome.failed(f"{exc} ({n} time(s); max_retries = {self.max_retries})"), None
@@ -355,24 +364,26 @@ def _propose(spec: Spec, store: Store, strategy, problem, pending: list, free: i
         n = min(spec.search.batch, spec.search.budget - start)
         if n <= 0:
             return []
-        return store.add_trials(start, strategy.ask(n, next_trial_id=start, pending=pending))
-    fidelity = spec.search.fidelity
+        params = strategy.ask(n, next_trial_id=start, pending=pending)
+        return store.add_trials(start, params, fallbacks=getattr(strategy, "fallbacks", None))
     trials = store.trials()
     rows = fidelity_rows(trials, problem)
-    spent = sum(fidelity.cost(t.budget) for t in trials if t.budget is not None)
+    spent = sum(fid.cost(t.budget) for t in trials if t.budget is not None)
     # synchronous: a batch's size must not depend on the number of workers
     wanted = spec.search.batch if spec.search.synchronous else max(free, spec.search.batch)
-    jobs = next_jobs(fidelity, rows, wanted, spec.search.budget - spent)
+    jobs = next_jobs(fid, rows, wanted, spec.search.budget - spent)
     if not jobs:
         return []
     by_config = {t.id: t for t in trials}
     promoted = [j for j in jobs if j.config is not None]
     new = [j for j in jobs if j.config is None]
     params = [by_config[j.config].params for j in promoted]
+    fallbacks = None
     if new:
         params += strategy.ask(len(new), next_trial_id=start + len(promoted), pending=pending)
+        fallbacks = getattr(strategy, "fallbacks", None)
     rungs = [{"config": j.config, "bracket": j.bracket, "rung": j.rung, "budget": j.budget} for j in promoted + new]
-    return store.add_trials(start, params, rungs)
+    return store.add_trials(start, params, rungs, fallbacks)
 
 
 def fidelity_rows(trials: Sequence[TrialRecord], problem) -> list[Row]:
@@ -450,7 +461,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
         progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
                          f"{len(chosen)} point(s)")
     running: dict[Future, tuple[TrialRecord, int]] = {}
-    retries = Retries(spec.run.max_retries)
+    retries = Retries(spec.run.max_retries, store)
     while queue or running:
         while queue and len(running) < backend.workers:
             t, k = queue.popleft()
@@ -460,7 +471,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in finished:
             t, k = running.pop(fut)
-            out, retry = retries.settle((t.id, k), fut)
+            out, retry = retries.settle(f"final {key} trial {t.id} sample {k}", fut)
             if out is None:
                 queue.appendleft((t, k))
                 if progress is not None:
@@ -676,6 +687,7 @@ def status_text(run_dir: Path) -> str:
         f"strategy {spec.search.strategy}, hypervolume {s['hypervolume']:.4f}",
         _live_text(run_dir, c),
         *_where_text(trials),
+        *(line.removeprefix("- ") for line in fallback_lines(trials, spec.search.strategy)),
         "best: " + (", ".join(f"{k} = {v:.6g} (trial {s['best_trial'][k]})" for k, v in s["best"].items())
                     or "none yet (no trial complete)"),
         f"Pareto front ({len(fr.pareto)}):",

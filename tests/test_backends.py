@@ -391,10 +391,11 @@ def test_one_retry_policy_settles_trials_and_final_models_alike():
         return fut
 
     r = Retries(1)
-    assert r.settle(3, raised(WorkerLost("its worker died"))) == (None, "its worker died; re-queued (1 of 1 retries)")
-    out, retry = r.settle(3, raised(WorkerLost("its worker died")))
+    assert r.settle("trial 3", raised(WorkerLost("its worker died"))) == \
+        (None, "its worker died; re-queued (1 of 1 retries)")
+    out, retry = r.settle("trial 3", raised(WorkerLost("its worker died")))
     assert retry is None and not out.ok and out.error == "its worker died (2 time(s); max_retries = 1)"
-    assert r.settle((3, 0), raised(WorkerLost("died")))[0] is None  # a final model counts on its own
-    assert r.settle((3, 0), raised(TrialTimeout(4)))[0].error == \
+    assert r.settle("final trial 3 sample 0", raised(WorkerLost("died")))[0] is None  # counts on its own
+    assert r.settle("final trial 3 sample 0", raised(TrialTimeout(4)))[0].error == \
         "exceeded the trial time limit of 4 s; its worker was killed"  # a BaseException: no bare except caught it
-    assert r.settle(4, raised(OSError("pipe")))[0].error == "OSError: pipe"
+    assert r.settle("trial 4", raised(OSError("pipe")))[0].error == "OSError: pipe"

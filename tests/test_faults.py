@@ -3,6 +3,7 @@ operating system, processes and store. This file starts with the run directory's
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -377,3 +378,87 @@ def test_a_full_disk_stops_a_run_in_one_line_and_it_resumes_once_there_is_room(t
     assert "free some space and run the same command again" in lines[0]
     assert resumed.strip() == "1", resumed
     assert done.stdout.strip() == str([(i, "COMPLETE") for i in range(40)])
+
+
+DIES = """
+import os, signal, time
+from pathlib import Path
+
+def dies(params):
+    calls = Path(os.environ["NAGO_TEST_CALLS"])
+    n = len(calls.read_text()) + 1 if calls.exists() else 1
+    calls.write_text("x" * n)
+    if n in (1, 3):  # the first call of each session kills its worker
+        os.kill(os.getpid(), signal.SIGKILL)
+    if n == 2:  # the retry hangs until the run is stopped
+        time.sleep(120)
+    return {"f1": params["x1"], "f2": 1 - params["x1"]}
+"""
+
+
+def test_the_retry_counter_of_a_trial_whose_worker_died_survives_resume(tmp_path):
+    """The workers a trial killed were counted in memory: each resumed session allowed it max_retries
+    more deaths. They are counted in the store now, so the third death over two sessions fails it."""
+    import time
+
+    spec = params_spec(tmp_path / "dies.toml", DIES, "dies", """
+        [search]
+        strategy = "random"
+        budget = 1
+        [run]
+        backend = "process"
+        workers = 1
+        max_retries = 1
+    """)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "NAGO_TEST_CALLS": str(calls)}
+    cmd = [*NAGO, "run", str(spec), "--out", str(tmp_path / "run"), "--progress", "plain"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (calls.exists() and len(calls.read_text()) == 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # stopped while the retry runs: trial 0 is left to resume
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "re-queued (1 of 1 retries)" in err
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Store(tmp_path / "run" / "study.db") as store:
+        (t,) = store.trials()
+        assert t.state is TrialState.FAILED and t.error.endswith("(2 time(s); max_retries = 1)"), t.error
+        assert store.lost_workers("trial 0") == 2
+    assert len(calls.read_text()) == 3
+
+
+def test_a_bo_fallback_to_random_points_is_stored_shown_and_reported(tmp_path, monkeypatch, capsys):
+    """bo's proposal raising (a GP fit that fails: here the fault is injected into the fit) was replaced
+    by random points with a warning on stderr only; now each such trial says so in the store,
+    trials.csv, the progress, report.md and nago status."""
+    from linear_operator.utils.errors import NotPSDError
+
+    import nago_spec.strategies.bo as bo
+    from nago_spec import Study
+
+    fit, calls = bo.fit_gps, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise NotPSDError("matrix not positive definite")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(bo, "fit_gps", fails_once)
+    study = Study.create({"version": 1, "name": "fallback", "seed": 0, "space": {"kind": "params", "params": {
+        "x1": {"type": "float", "low": 0.0, "high": 1.0}, "x2": {"type": "float", "low": 0.0, "high": 1.0}}},
+        "objectives": [{"name": "f1"}, {"name": "f2"}],
+        "search": {"strategy": "bo", "budget": 8, "initial": 4, "batch": 2,
+                   "options": {"pop_size": 16, "generations": 4}}}, tmp_path / "run")
+    study.optimize(lambda p: {"f1": p["x1"], "f2": (1 - p["x1"]) * (1 + p["x2"])}, backend="local",
+                   progress="plain")
+    why = "the BO proposal failed (NotPSDError: matrix not positive definite); a random point instead"
+    assert [t.fallback for t in study.trials()] == [None] * 4 + [why] * 2 + [None] * 2
+    assert f"trials 4, 5: {why}" in capsys.readouterr().err
+    report = (study.directory / "report.md").read_text()
+    assert f"- fallback proposals: 2 of 8 trials are not bo's own proposal\n  - trials 4, 5: {why}\n" in report
+    assert f"trials 4, 5: {why}" in study.status()
+    with (study.directory / "trials.csv").open() as f:
+        assert [r["fallback"] for r in csv.DictReader(f)] == [""] * 4 + [why] * 2 + [""] * 2

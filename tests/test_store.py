@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from nago_spec.errors import StoreError
-from nago_spec.store import Store, TrialState
+from nago_spec.store import SCHEMA_VERSION, Store, TrialState
 
 
 def test_trial_lifecycle_and_reopen(tmp_path):
@@ -84,11 +84,25 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_trials(tmp_path, readonly):
     db = tmp_path / "old.db"
     _schema_1_store(db)
     with Store(db, readonly=readonly) as store:
-        assert store.get_meta("schema_version") == "3"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
         (t,) = store.trials()
         assert (t.params, t.values, t.budget, t.config, t.device) == ({"x": 1}, {"f": 2.0}, None, None, None)
     with Store(db) as store:  # opening again is a no-op
         assert len(store.trials()) == 1
+
+
+def test_an_old_store_that_cannot_be_migrated_is_read_as_it_is(tmp_path, monkeypatch):
+    """A schema-1 run in a directory this process cannot write (an archive): read, its missing
+    columns as None, and left as it was."""
+    db = tmp_path / "old.db"
+    _schema_1_store(db)
+    data = db.read_bytes()
+    monkeypatch.setattr("nago_spec.store.os.access", lambda path, mode: False)
+    with Store(db, readonly=True) as store:
+        assert store.get_meta("schema_version") == "1"
+        (t,) = store.trials()
+        assert (t.params, t.values, t.device, t.fallback) == ({"x": 1}, {"f": 2.0}, None, None)
+    assert db.read_bytes() == data
 
 
 def test_the_worker_s_host_and_device_replace_the_parent_s(tmp_path):

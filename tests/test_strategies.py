@@ -111,7 +111,7 @@ def test_bo_is_deterministic_in_any_tell_order():
         for i in order:
             s.tell(*trials[i])
         asks.append(s.ask(3, next_trial_id=13, pending=pending))
-        assert s.last_fallback is None
+        assert not s.fallbacks
     assert asks[0] == asks[1]
     assert len({tuple(p.values()) for p in asks[0]}) == 3  # a batch of distinct points
     # a pending point is never proposed again: where bo would go first, pending, it goes elsewhere
@@ -169,7 +169,8 @@ def test_bo_falls_back_to_random_points_when_the_fit_fails(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="nago_spec.strategies.bo"):
         ps = s.ask(2, next_trial_id=6)
     assert len(ps) == 2 and ps[0] != ps[1]
-    assert "NotPSDError" in s.last_fallback and "random points" in caplog.text
+    assert list(s.fallbacks) == [6, 7] and "NotPSDError" in s.fallbacks[6]
+    assert "a random point instead" in caplog.text
     again = BOStrategy(problem, seed=0, initial=4, options=FAST)
     for t in history(problem, evaluate, 6):
         again.tell(*t)
@@ -193,7 +194,7 @@ def test_bo_respects_cheap_constraints_exactly():
     values = run_search(s, evaluate, budget=18, batch=3)
     bo_values = values[6:]
     assert all(v["budget"] >= 0.8 and v["f1"] <= 0.6 for v in bo_values)
-    assert s.last_fallback is None
+    assert not s.fallbacks
 
 
 def test_given_reference_is_the_users_ref_else_the_tightest_bound_on_the_bad_side():
@@ -255,7 +256,7 @@ def test_bo_with_only_cheap_objectives_needs_no_gp(monkeypatch):
     monkeypatch.setattr(bo_module, "fit_gps", lambda *a, **k: pytest.fail("no GP expected"))
     s = BOStrategy(both_cheap, seed=0, initial=4, options={**FAST, "generations": 20})
     values = run_search(s, evaluate, budget=12, batch=2)
-    assert s.last_fallback is None
+    assert not s.fallbacks
     assert min(v["f2"] for v in values[4:]) < min(v["f2"] for v in values[:4])
 
 
@@ -349,7 +350,7 @@ def test_told_noise_reaches_the_model():
     for tid, p, v in history(problem, evaluate, 12):
         s.tell(tid, p, v, noise={"f2": 0.01, "unknown": 3.0, "f1": float("nan")})
     assert s.history[0].noise == {"f2": 0.01}
-    assert len(s.ask(2, next_trial_id=12)) == 2 and s.last_fallback is None
+    assert len(s.ask(2, next_trial_id=12)) == 2 and not s.fallbacks
     assert s._fit[1].known is not None  # the told variances reach the GPs
 
 
@@ -366,7 +367,7 @@ def test_every_batch_rule_gives_distinct_model_based_points(rule):
     problem, evaluate = zdt1_problem(4)
     s = BOStrategy(problem, seed=3, initial=6, batch=4, options={**FAST, "batch_rule": rule})
     values = run_search(s, evaluate, budget=18, batch=4)
-    assert s.last_fallback is None and len(values) == 18
+    assert not s.fallbacks and len(values) == 18
     pts = [tuple(t.u) for t in s.history]
     assert len(set(pts)) == len(pts)
     with pytest.raises(ValueError, match="batch_rule = 'lp'"):
@@ -407,7 +408,7 @@ def test_bo_on_three_objectives():
         F = to_minimization(run_search(s, evaluate, budget=30, batch=2), objs)
         hv[name] = hypervolume(F, np.full(3, 1.1))
         if name == "bo":
-            assert s.last_fallback is None
+            assert not s.fallbacks
     assert hv["bo"] > hv["random"]
 
 
@@ -416,7 +417,7 @@ def test_noise_told_only_for_later_trials_still_reaches_the_model():
     s = BOStrategy(problem, seed=0, initial=4, options=FAST)
     for tid, p, v in history(problem, evaluate, 30):
         s.tell(tid, p, v, noise={"f2": 0.01} if tid >= 28 else None)  # the refit point is 27
-    assert len(s.ask(1, next_trial_id=30)) == 1 and s.last_fallback is None
+    assert len(s.ask(1, next_trial_id=30)) == 1 and not s.fallbacks
     assert s._fit[1].known is not None
 
 
@@ -497,7 +498,7 @@ def test_failures_keep_proposals_away_from_where_trials_fail():
             if tid >= 8:
                 proposed.append(p["x0"])
             tid += 1
-    assert s.last_fallback is None
+    assert not s.fallbacks
     assert np.mean(np.array(proposed) > 0.6) <= 0.15
 
 

@@ -89,6 +89,9 @@ class Strategy(ABC):
             )
         self.options: dict[str, Any] = {**self.default_options, **options}
         self._told: dict[int, Trial] = {}
+        #: The last ask's stand-ins: trial id -> why its point is not the strategy's own proposal (bo's
+        #: model failed and a random point was taken). A run stores, shows and reports them.
+        self.fallbacks: dict[int, str] = {}
 
     def in_design(self, trial_id: int, complete: int) -> bool:
         """Whether trial ``trial_id`` takes a point of the initial design: one of the first ``initial``
@@ -138,6 +141,7 @@ class Strategy(ABC):
         """
         if n < 0:
             raise ValueError(f"`n >= 0` must hold, but got n={n}")
+        self.fallbacks = {}
         if n == 0:
             return []
         space = self.problem.space

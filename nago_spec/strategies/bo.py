@@ -173,12 +173,10 @@ class BOStrategy(Strategy):
         self._fit: tuple[tuple[Any, ...], Surrogates, _CheapScale | None] | None = None  # the last fit, its key
         self._scale: _CheapScale | None = None  # how the GP inputs scale the cheap quantities
         self._fail_fit: tuple[tuple[Any, ...], Surrogates] | None = None  # the failure classifier and its key
-        self.last_fallback: str | None = None  # why the last ask fell back to random proposals, if it did
 
     # -- the hook ------------------------------------------------------------------------------
     def _ask(self, n: int, next_trial_id: int, history: list[Trial], pending: list[Trial]) -> np.ndarray:
         space = self.problem.space
-        self.last_fallback = None
         complete = [t for t in history if t.values is not None and all(nm in t.values for nm in self._names)]
         ids = [next_trial_id + k for k in range(n)]
         U = np.zeros((n, space.dim))
@@ -198,10 +196,9 @@ class BOStrategy(Strategy):
         try:
             U[bo_slots] = self._propose(slot_ids, history, complete, pend)
         except FIT_ERRORS as exc:
-            self.last_fallback = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "BO proposal for trials %s failed (%s); proposing random points instead", slot_ids, self.last_fallback
-            )
+            why = f"the BO proposal failed ({type(exc).__name__}: {exc}); a random point instead"
+            self.fallbacks = dict.fromkeys(slot_ids, why)
+            log.warning("trials %s: %s", slot_ids, why)
             taken = [t.u for t in history] + [t.u for t in pend]
             for k, tid in zip(bo_slots, slot_ids):
                 U[k] = self._random_point(tid, np.array(taken).reshape(-1, space.dim))

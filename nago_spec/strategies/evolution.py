@@ -189,7 +189,8 @@ class EvolutionStrategy(Strategy):
             u = self._canonical(rng.random(d))
             if _is_new(u, taken):
                 return u
-        log.warning("no new point found for trial %d; proposing one already told or pending", trial_id)
+        self.fallbacks[trial_id] = "no new point found: it repeats one already told or pending"
+        log.warning("trial %d: %s", trial_id, self.fallbacks[trial_id])
         return u
 
     def _breed(self, parents: list[_Individual], rng: np.random.Generator) -> list[float]:
