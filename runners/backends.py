@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -449,10 +450,71 @@ def _ray_call(threads: int, timeout: float | None, gpu_share: float | None, warm
             _RAY_VISIBLE_AT_INIT = tuple(os.environ.get("CUDA_VISIBLE_DEVICES", "").split(","))
 
 
+#: What a user joining a cluster of token authentication (the default of `ray start` since Ray 2.5x)
+#: must set: Ray enables it by itself only for a cluster it finds on this machine, never for an address.
+RAY_AUTH_HINT = ("a cluster with token authentication (the default of `ray start`) needs RAY_AUTH_MODE=token "
+                 "and its token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token) in this environment")
+
+
+def running_cluster(ray: Any) -> str | None:
+    """The address of the Ray cluster a plain ``ray.init()`` would join: RAY_ADDRESS, else the one a
+    `ray start` on this machine left running; None when there is none (a local instance is then
+    started)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without the helper: as if no cluster ran
+        return None
+    try:
+        return canonicalize_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 - a malformed RAY_ADDRESS: ray.init reports it below
+        return os.environ.get("RAY_ADDRESS") or None
+
+
+def _listening(address: str, where: str, timeout: float = 5.0) -> None:
+    """NagoError unless something accepts a TCP connection at ``address`` ("host:port") within
+    ``timeout`` seconds: Ray itself retries an unreachable cluster for minutes without a word. Other
+    forms ("auto", "ray://...") are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise NagoError(f"{where}: no Ray cluster answers there ({exc.strerror or exc}); start it (`ray start "
+                        "--head`) or give the address `ray start` printed") from None
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address``; without one, the cluster running here (RAY_ADDRESS or a `ray
+    start` on this machine), else start a local instance of this machine's CPUs. Failures are one
+    NagoError naming the address and, when it may be the cause, the authentication setting."""
+    found = running_cluster(ray) if address is None else None
+    if address is not None:
+        where = f"[run].address = {address!r}"
+    elif os.environ.get("RAY_ADDRESS"):
+        where = f"RAY_ADDRESS = {os.environ['RAY_ADDRESS']!r}"
+    else:
+        where = f"the Ray cluster running on this machine ({found})" if found else "a local Ray instance"
+    if address or found:
+        _listening(address or found, where)
+    try:
+        if address or found:  # a cluster's resources are its own: num_cpus and num_gpus must not be given
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, AuthenticationError, ValueError: all one line
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        hint = ""
+        if (address or found) and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = f"; {RAY_AUTH_HINT}"
+        raise NagoError(f"{where}: could not join it ({type(exc).__name__}: {why}){hint}") from None
+
+
 class RayBackend(Backend):
     """Ray tasks, each claiming ``num_cpus`` and ``num_gpus``; ``address`` joins an existing cluster.
 
-    Without ``address`` a local Ray instance is started (and stopped on close). ``workers`` bounds
+    Without ``address`` it joins the cluster running on this machine (RAY_ADDRESS, or a `ray start`
+    here), as a plain ``ray.init()`` does, else starts a local Ray instance (stopped on close). ``workers`` bounds
     the calls in flight (default: the cluster's CPUs divided by ``num_cpus``, and its GPUs divided by
     ``num_gpus`` when tasks claim GPUs). A task runs with ``max(1, int(num_cpus))`` torch threads;
     one that claims GPUs (``use_gpu``) trains on the first GPU Ray assigned it, and a fractional
@@ -473,8 +535,7 @@ class RayBackend(Backend):
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            local = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
-            ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+            _connect(ray, address)
         resources = ray.cluster_resources()
         slots = int(resources.get("CPU", 1.0) // num_cpus)
         if num_gpus > 0:

@@ -462,3 +462,23 @@ def test_a_bo_fallback_to_random_points_is_stored_shown_and_reported(tmp_path, m
     assert f"trials 4, 5: {why}" in study.status()
     with (study.directory / "trials.csv").open() as f:
         assert [r["fallback"] for r in csv.DictReader(f)] == [""] * 4 + [why] * 2 + [""] * 2
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_at_once(tmp_path, monkeypatch, capsys):
+    """Ray retried an unreachable cluster for minutes without a word; the two-node cluster's own
+    faults are in test_ray_cluster.py (slow)."""
+    import time
+
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'nago-spec[ray]')")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free: nothing listens there once the socket is closed
+    spec = REPO / "specs" / "01_params_zdt1.toml"
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    started = time.monotonic()
+    assert main(["run", str(spec), "--out", str(tmp_path / "run"), "--backend", "ray", "--budget", "2",
+                 "--progress", "quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: RAY_ADDRESS = '127.0.0.1:{port}': no Ray cluster answers there (Connection refused); "
+                   "start it (`ray start --head`) or give the address `ray start` printed"]
+    assert time.monotonic() - started < 30
