@@ -151,3 +151,30 @@ def test_joining_a_cluster_that_cannot_be_joined_is_one_line(cluster, tmp_path):
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and expected in last and "Traceback" not in done.stderr, done.stderr
         assert time.monotonic() - started < 90
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to tell a live process from a zombie")
+def test_the_cluster_s_workers_die_with_a_driver_killed_with_sigkill(cluster, tmp_path):
+    """Ray ends a job's workers when its driver dies: no trial trains on as an orphan on the cluster."""
+    from test_faults import _alive
+
+    address, env = cluster
+    spec = params_spec(tmp_path / "slow.toml", SLOW_ON_RAY, "slow", f"""
+        [search]
+        strategy = "random"
+        budget = 4
+        [run]
+        backend = "ray"
+        address = "{address}"
+    """)
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "sleep.txt").write_text("120")
+    proc = subprocess.Popen([*NAGO, "run", str(spec), "--out", str(tmp_path / "run"), "--progress", "quiet"],
+                            env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    workers = _workers_started(tmp_path / "pids", 2)
+    proc.kill()
+    proc.wait()
+    killed = time.monotonic()
+    while any(_alive(p) for p in workers) and time.monotonic() - killed < 10:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "a Ray worker outlived its driver by 10 s"
