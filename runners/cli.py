@@ -252,7 +252,18 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    """The first SIGTERM stops the command; later ones are ignored, so that they cannot cut short the
+    clean-up it starts (stopping workers, closing the store). Ctrl-C stays the user's way to force it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
+
+
+def _error(text: str) -> None:
+    """Print one error line to stderr; a closed stderr loses the line, never the exit code."""
+    try:
+        print(text, file=sys.stderr)
+    except BrokenPipeError:
+        silence_closed_stream(sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +320,7 @@ def _main(args: argparse.Namespace) -> int:
             try:
                 results = predict(args.model, args.files, top=args.top)
             except DataError as exc:  # a file named on the command line that is missing or unusable: bad input
-                print(f"error: {exc}", file=sys.stderr)
+                _error(f"error: {exc}")
                 return EXIT_USAGE
             if args.json:
                 print(json.dumps(results, indent=2))
@@ -318,29 +329,27 @@ def _main(args: argparse.Namespace) -> int:
                     print(f"{r['source']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]))
     except SpecError as exc:
         for line in exc.lines:
-            print(line, file=sys.stderr)
+            _error(line)
         return EXIT_USAGE
     except RunBusy as exc:  # another live process owns the run directory: nothing was touched
-        print(f"error: {exc}", file=sys.stderr)
+        _error(f"error: {exc}")
         return EXIT_USAGE
     except DataError as exc:
-        print(f"{getattr(args, 'spec', '')}: [data]: {exc}", file=sys.stderr)
+        _error(f"{getattr(args, 'spec', '')}: [data]: {exc}")
         return EXIT_USAGE
     except NagoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(f"error: {exc}")
         return EXIT_ERROR
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        print(f"error: {exc.filename or 'a file'}: {exc.strerror.lower()}; {_ENVIRONMENT_ERRNOS[exc.errno]}",
-              file=sys.stderr)
+        _error(f"error: {exc.filename or 'a file'}: {exc.strerror.lower()}; {_ENVIRONMENT_ERRNOS[exc.errno]}")
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):
-            print("terminated (SIGTERM): trials in flight are left to resume; re-run the same command to resume",
-                  file=sys.stderr)
+            _error("terminated (SIGTERM): trials in flight are left to resume; re-run the same command to resume")
             return 128 + signal.SIGTERM
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        _error("interrupted: re-run the same command to resume")
         return 130
     return EXIT_OK
 

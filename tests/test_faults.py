@@ -482,3 +482,43 @@ def test_a_ray_address_where_nothing_answers_is_one_line_at_once(tmp_path, monke
     assert err == [f"error: RAY_ADDRESS = '127.0.0.1:{port}': no Ray cluster answers there (Connection refused); "
                    "start it (`ray start --head`) or give the address `ray start` printed"]
     assert time.monotonic() - started < 30
+
+
+def test_a_failing_command_with_a_closed_stderr_keeps_its_exit_code(tmp_path):
+    """`nago check missing.toml 2>&1 | head -0` exited 0: the error line met the closed pipe and the
+    BrokenPipeError was taken for a reader that had what it wanted."""
+    nago = " ".join(NAGO)
+    for command, code in [(f"{nago} check {tmp_path / 'missing.toml'} 2>&1 | head -0", 2),
+                          (f"{nago} status {tmp_path} 2>&1 | head -0", 1)]:
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (code, "", ""), command
+
+
+def test_a_second_sigterm_cannot_cut_the_clean_up_of_the_first_short(tmp_path, capsys):
+    """A supervisor's repeated SIGTERMs, or a user's `kill` twice, raised Terminated again inside the
+    clean-up the first one started (stopping workers, closing the store); now the later ones are
+    ignored until the command returns. The objective runs in-process and signals itself twice."""
+    spec = params_spec(tmp_path / "term.toml", """
+        import os, signal
+        from pathlib import Path
+
+        def stopped(params):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:  # the first SIGTERM's clean-up has begun
+                Path(__file__).with_name("seen.txt").write_text(str(signal.getsignal(signal.SIGTERM)))
+                os.kill(os.getpid(), signal.SIGTERM)
+            return {"f1": 0.0, "f2": 0.0}
+    """, "stopped", """
+        [search]
+        strategy = "random"
+        budget = 2
+        [run]
+        backend = "local"
+    """)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", str(spec), "--out", str(tmp_path / "run"), "--progress", "quiet"]) == 143
+    assert (tmp_path / "seen.txt").read_text() == str(signal.SIG_IGN)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert signal.getsignal(signal.SIGTERM) == before  # given back when the command returns
