@@ -522,3 +522,11 @@ def test_a_second_sigterm_cannot_cut_the_clean_up_of_the_first_short(tmp_path, c
     assert (tmp_path / "seen.txt").read_text() == str(signal.SIG_IGN)
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
     assert signal.getsignal(signal.SIGTERM) == before  # given back when the command returns
+
+
+def test_the_ray_backend_without_ray_installed_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    spec = REPO / "specs" / "01_params_zdt1.toml"
+    assert main(["run", str(spec), "--out", str(tmp_path / "run"), "--backend", "ray", "--progress", "quiet"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: the ray backend needs Ray: pip install -c constraints.txt 'nago-spec[ray]'"]
