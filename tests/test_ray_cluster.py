@@ -99,8 +99,9 @@ def slow(params):
 """
 
 
-def test_a_run_on_the_cluster_stopped_midway_resumes_by_address_with_no_trial_twice(cluster, tmp_path):
-    address, env = cluster
+def _slow_spec(tmp_path: Path, address: str, sleep: float) -> tuple[Path, Path]:
+    """A spec of 4 SLOW_ON_RAY trials sleeping ``sleep`` s on the cluster at ``address``, and the folder
+    of their workers' pids."""
     spec = params_spec(tmp_path / "slow.toml", SLOW_ON_RAY, "slow", f"""
         [search]
         strategy = "random"
@@ -109,9 +110,14 @@ def test_a_run_on_the_cluster_stopped_midway_resumes_by_address_with_no_trial_tw
         backend = "ray"
         address = "{address}"
     """)
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    (tmp_path / "sleep.txt").write_text("60")
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "sleep.txt").write_text(str(sleep))
+    return spec, tmp_path / "pids"
+
+
+def test_a_run_on_the_cluster_stopped_midway_resumes_by_address_with_no_trial_twice(cluster, tmp_path):
+    address, env = cluster
+    spec, pids = _slow_spec(tmp_path, address, 60)
     cmd = [*NAGO, "run", str(spec), "--out", str(tmp_path / "run"), "--progress", "quiet"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
@@ -156,25 +162,10 @@ def test_joining_a_cluster_that_cannot_be_joined_is_one_line(cluster, tmp_path):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to tell a live process from a zombie")
 def test_the_cluster_s_workers_die_with_a_driver_killed_with_sigkill(cluster, tmp_path):
     """Ray ends a job's workers when its driver dies: no trial trains on as an orphan on the cluster."""
-    from test_faults import _alive
+    from test_faults import _outlived_by
 
     address, env = cluster
-    spec = params_spec(tmp_path / "slow.toml", SLOW_ON_RAY, "slow", f"""
-        [search]
-        strategy = "random"
-        budget = 4
-        [run]
-        backend = "ray"
-        address = "{address}"
-    """)
-    (tmp_path / "pids").mkdir()
-    (tmp_path / "sleep.txt").write_text("120")
+    spec, pids = _slow_spec(tmp_path, address, 120)
     proc = subprocess.Popen([*NAGO, "run", str(spec), "--out", str(tmp_path / "run"), "--progress", "quiet"],
                             env=env, cwd=REPO, stderr=subprocess.DEVNULL)
-    workers = _workers_started(tmp_path / "pids", 2)
-    proc.kill()
-    proc.wait()
-    killed = time.monotonic()
-    while any(_alive(p) for p in workers) and time.monotonic() - killed < 10:
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in workers), "a Ray worker outlived its driver by 10 s"
+    assert _outlived_by(proc, _workers_started(pids, 2)) < 10, "a Ray worker outlived its driver by 10 s"
