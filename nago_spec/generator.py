@@ -198,6 +198,15 @@ class NodeOp:
             return cin * kh * kw + cin + cout * cin + cout + 2 * cout
         return cout * cin * kh * kw + cout + 2 * cout  # conv weight + conv bias + BN affine
 
+    def weight_count(self, cin: int, cout: int) -> int:
+        """The op's conv and linear weights: param_count less biases and BatchNorm's affine."""
+        kh, kw = self.kernel
+        if self.kind == "pool":
+            return 0 if cin == cout else cin * cout
+        if self.separable:
+            return cin * kh * kw + cout * cin
+        return cout * cin * kh * kw
+
     def mac_count(self, cin: int, cout: int, hw: int) -> int:
         kh, kw = self.kernel
         if self.kind == "pool":
@@ -404,6 +413,19 @@ class Architecture:
         total += _merge_params(self.top_out_merge())
         return total + _head_params(self.out_channels, self.head_width, self.num_classes)
 
+    def weight_count(self) -> int:
+        """Conv and linear weights of build_network(self), computed without torch: param_count less
+        every bias, gate and BatchNorm affine (what int8 quantisation stores in one byte each)."""
+        total = _stem_params(self.stem, self.in_channels, self.stem_channels, weights_only=True)
+        for i, cell in enumerate(self.cells):
+            total += _merge_params(self.top_merge(i), weights_only=True)
+            for (mm, bms), g in zip(self.cell_merges(i), cell.op_graphs):
+                total += _merge_params(mm, weights_only=True)
+                total += sum(_merge_params(bm, weights_only=True) + op.weight_count(bm.channels, cell.channels)
+                             for op, bm in zip(g.ops, bms))
+        total += _merge_params(self.top_out_merge(), weights_only=True)
+        return total + _head_params(self.out_channels, self.head_width, self.num_classes, weights_only=True)
+
     def mac_count(self) -> int:
         """Multiply-accumulates of one forward pass at batch 1 (convs and linear; pooling/BN/gates 0)."""
         total = _stem_macs(self.stem, self.in_channels, self.stem_channels, self.image_size,
@@ -482,8 +504,8 @@ def _role(dag: Dag, i: int) -> str:
 # ---------------------------------------------------------------------------------------------- counts
 
 
-def _conv_params(cin: int, cout: int, k: int = 1, groups: int = 1) -> int:
-    return cout * (cin // groups) * k * k + cout
+def _conv_params(cin: int, cout: int, k: int = 1, groups: int = 1, weights_only: bool = False) -> int:
+    return cout * (cin // groups) * k * k + (0 if weights_only else cout)
 
 
 def _merge_params(mg: Merge, weights_only: bool = False) -> int:
@@ -504,12 +526,14 @@ def stem_half(c1: int) -> int:
     return max(1, c1 // 2)
 
 
-def _stem_params(kind: str, cin: int, c1: int) -> int:
+def _stem_params(kind: str, cin: int, c1: int, weights_only: bool = False) -> int:
+    w = weights_only
+    bn = 0 if w else 2
     if kind == "small":
-        return _conv_params(cin, c1, 3) + 2 * c1 + _conv_params(c1, c1, 3) + 2 * c1
+        return _conv_params(cin, c1, 3, weights_only=w) + bn * c1 + _conv_params(c1, c1, 3, weights_only=w) + bn * c1
     h = stem_half(c1)
-    return (_conv_params(cin, cin, 3, groups=cin) + _conv_params(cin, h) + 2 * h
-            + _conv_params(h, h, 3, groups=h) + _conv_params(h, c1) + 2 * c1)
+    return (_conv_params(cin, cin, 3, groups=cin, weights_only=w) + _conv_params(cin, h, weights_only=w) + bn * h
+            + _conv_params(h, h, 3, groups=h, weights_only=w) + _conv_params(h, c1, weights_only=w) + bn * c1)
 
 
 def _stem_macs(kind: str, cin: int, c1: int, size: tuple[int, int], out: tuple[int, int]) -> int:
@@ -522,7 +546,9 @@ def _stem_macs(kind: str, cin: int, c1: int, size: tuple[int, int], out: tuple[i
     return hw1 * cin * 9 + hw1 * cin * h + hw2 * h * 9 + hw2 * h * c1
 
 
-def _head_params(cin: int, width: int, classes: int) -> int:
+def _head_params(cin: int, width: int, classes: int, weights_only: bool = False) -> int:
+    if weights_only:
+        return cin * width + width * classes if width else cin * classes
     if width:
         return _conv_params(cin, width) + 2 * width + width * classes + classes
     return cin * classes + classes

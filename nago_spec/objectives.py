@@ -131,6 +131,25 @@ def _memory_mb(ctx: EvalContext) -> float:
     return ctx.architecture.param_count() * BYTES_PER_VALUE / MIB
 
 
+def int8_bytes(architecture: Any) -> int:
+    """Bytes of a network's weights once quantised to int8 as the export quantises it: one per conv
+    and linear weight, four per other parameter (biases and BatchNorm's affine, which fold into
+    float32 per-channel scales and int32 biases)."""
+    weights = architecture.weight_count()
+    return weights + BYTES_PER_VALUE * (architecture.param_count() - weights)
+
+
+def _int8_size_kb(ctx: EvalContext) -> float:
+    return int8_bytes(ctx.architecture) / 1000
+
+
+def _int8_error(ctx: EvalContext) -> float:
+    from nago_spec.quantize import int8_error
+
+    d = ctx.data
+    return int8_error(ctx.model, d.x_train, d.y_train, d.x_val, d.y_val, ctx.seed)
+
+
 def _train_seconds(ctx: EvalContext) -> float:
     return float(ctx.train_result.seconds)
 
@@ -255,6 +274,12 @@ for _objective in (
     Objective("latency_ms", "minimize", "ms", False, _latency_ms,
               f"median batch-1 latency of the ONNX export in onnxruntime, 1 thread, {LATENCY_RUNS} runs "
               f"after {LATENCY_WARMUP} warm-up; p10/p90 in the context's extra"),
+    Objective("int8_error", "minimize", "fraction", False, _int8_error,
+              "validation error of the trained network quantised to int8 as the export does (static QDQ, "
+              "per-channel weights, 512 stratified calibration images); measured after training"),
+    Objective("int8_size_kb", "minimize", "kB", True, _int8_size_kb,
+              "weight bytes once quantised to int8 / 1000: 1 per conv and linear weight, 4 per bias, "
+              "scale and BatchNorm parameter"),
     Objective("train_seconds", "minimize", "s", False, _train_seconds,
               "wall time of training (and validation) of the sample"),
 ):

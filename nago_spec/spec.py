@@ -298,6 +298,8 @@ class ExportSpec:
     training; the schedule then follows the time spent, as [train].max_seconds does in the search.
     ``full_data``: train the final models on the whole training split, not [data].limit's subsample
     (the validation split is then carved from the whole split, with the same fraction and seed).
+    ``quantize``: twins written beside each float32 model ("int8": static QDQ calibrated on
+    ``calibration_images`` stratified training images; "fp16"), each measured against its parent.
     """
 
     onnx: bool = True
@@ -316,6 +318,8 @@ class ExportSpec:
     opset: int = 20
     max_seconds: float | None = None
     full_data: bool = False
+    quantize: tuple[str, ...] = ()
+    calibration_images: int = 512
 
 
 @dataclass(frozen=True)
@@ -458,7 +462,11 @@ class Spec:
         if scope == "resume":
             return resume
         if scope == "export":
-            blob = resume + json.dumps(self.to_dict()["export"], sort_keys=True)
+            export = self.to_dict()["export"]
+            for name, default in (("quantize", []), ("calibration_images", 512)):  # added since: at the
+                if export.get(name) in (default, tuple(default) if isinstance(default, list) else default):
+                    export.pop(name, None)  # default, the key of a run exported before stays the same
+            blob = resume + json.dumps(export, sort_keys=True)
             return hashlib.sha256(blob.encode()).hexdigest()[:16]
         raise ValueError(f"key: scope must be 'search', 'resume' or 'export', not {scope!r}")
 

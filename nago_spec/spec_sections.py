@@ -119,6 +119,8 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "opset": _integer(ge=OPSET_RANGE[0], le=OPSET_RANGE[1]),
         "max_seconds": _number(gt=0),
         "full_data": _boolean,
+        "quantize": _schemes,
+        "calibration_images": _integer(ge=1),
     })
     if search.record and space.kind == "params":
         rep.add("[search].record", "needs a network space (kind = \"hnag\" or \"rnag\"): the built-in objectives "
@@ -250,6 +252,22 @@ def _run_dirs(base: Path) -> Rule:
         return dirs
 
     return rule
+
+
+def _schemes(v: Any) -> tuple[str, ...]:
+    """[export].quantize: a list of distinct quantisation schemes."""
+    from nago_spec.quantize import SCHEMES
+
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Invalid(f"must be a list of schemes; valid: {', '.join(SCHEMES)}")
+    for x in v:
+        if x not in SCHEMES:
+            raise _Invalid(f"unknown scheme {x!r}{did_you_mean(x, list(SCHEMES))}; valid: {', '.join(SCHEMES)}")
+    if len(set(v)) != len(v):
+        raise _Invalid("names a scheme twice")
+    return tuple(v)
 
 
 def _recorded(v: Any) -> tuple[str, ...]:
