@@ -164,3 +164,22 @@ def latency_ms(
             model(x)
             times["torch"].append(time.perf_counter() - t)
     return {k: round(1e3 * statistics.median(v), 4) for k, v in times.items()}
+
+
+def onnx_latency_ms(paths: Mapping[str, Path], input_shape: tuple[int, ...], batch: int, *, min_runs: int = 10,
+                    min_seconds: float = 0.25) -> dict[str, float]:
+    """Median milliseconds of one forward pass at ``batch`` of each model of ``paths`` (label -> file;
+    onnxruntime, 1 thread), interleaved run by run as latency_ms does, so a busy machine slows all alike."""
+    sessions = [(label, onnx_session(p)) for label, p in paths.items()]
+    x = torch.randint(0, 256, (batch, *input_shape), generator=torch.Generator().manual_seed(0)).float().numpy()
+    times: dict[str, list[float]] = {name: [] for name, _ in sessions}
+    for _ in range(3):
+        for _, s in sessions:
+            s.run([OUTPUT_NAME], {INPUT_NAME: x})
+    start = time.perf_counter()
+    while min(len(v) for v in times.values()) < min_runs or time.perf_counter() - start < min_seconds:
+        for name, s in sessions:
+            t = time.perf_counter()
+            s.run([OUTPUT_NAME], {INPUT_NAME: x})
+            times[name].append(time.perf_counter() - t)
+    return {k: round(1e3 * statistics.median(v), 4) for k, v in times.items()}

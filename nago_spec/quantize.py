@@ -81,7 +81,9 @@ def _finish(dst: Path, metadata: Mapping[str, str], scheme: dict[str, Any]) -> N
     try:
         onnx.checker.check_model(str(dst), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{dst.name}: onnx.checker rejected the {scheme['scheme']} model: {exc}") from None
+        dst.unlink(missing_ok=True)
+        raise ExportError(f"{dst.name}: onnx.checker rejected the {scheme['scheme']} model: "
+                          f"{str(exc).splitlines()[0]}") from None
 
 
 def quantize_int8(src: Path, dst: Path, images: np.ndarray, *, seed: int | None = None) -> dict[str, Any]:
@@ -121,12 +123,14 @@ def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     output kept float32, so it takes the same images."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     scheme = {"scheme": "fp16", "weights": "float16", "activations": "float16", "io": "float32"}
     metadata = _metadata(src)
     try:
         with _quiet():
             model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+            OnnxModel(model).topological_sort()  # the converter appends the input casts after their users
         onnx.save_model(model, str(dst))
     except Exception as exc:  # noqa: BLE001
         dst.unlink(missing_ok=True)

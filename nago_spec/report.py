@@ -426,9 +426,42 @@ def _final_section(m: dict[str, Any]) -> list[str]:
               ("ONNX files in models/ (raw pixels in, normalisation inside; see models/manifest.json). "
                "Latency: median of one forward pass, one thread, onnxruntime next to torch eager."), ""]
     lines += _md_table(rows, [*cols, "max abs(ort - torch)"])
+    lines += _quantized_section(m["models"])
     if m["failed"]:
         lines += ["", "Failed final trainings:", ""]
         lines += [f"- trial {x['trial']} sample {x['sample']}: {x['error'].splitlines()[0]}" for x in m["failed"]]
+    return lines
+
+
+def _quantized_section(models: list[dict[str, Any]]) -> list[str]:
+    """report.md's quantised twins: each beside its float32 parent, measured on the same images."""
+    rows, failed = [], []
+    for e in models:
+        for scheme, q in (e.get("quantized") or {}).items():
+            if "error" in q:
+                failed.append(f"- {e['file']} ({scheme}): {q['error'].splitlines()[0]}")
+                continue
+            row = {"file": q["file"], "scheme": scheme, "float32 test %": f"{100 * q['float32_test_accuracy']:.2f}",
+                   "test %": f"{100 * q['test_accuracy']:.2f}", "drop (points)": f"{100 * q['accuracy_drop']:.2f}",
+                   "agreement %": f"{100 * q['agreement']:.2f}", "kB": f"{q['size_bytes'] / 1000:.1f}",
+                   "size / float32": f"{q['size_ratio']:.2f}"}
+            for b, lat in (q.get("latency_ms") or {}).items():
+                n = b.removeprefix("batch_")
+                row[f"ms b{n}"] = f"{lat[scheme]:.3f}"
+                row[f"float32 ms b{n}"] = f"{lat['float32']:.3f}"
+            rows.append(row)
+    if not rows and not failed:
+        return []
+    cols = ["file", "scheme", "float32 test %", "test %", "drop (points)", "agreement %", "kB", "size / float32"]
+    if any("ms b1" in r for r in rows):
+        cols += ["ms b1", "float32 ms b1", "ms b32", "float32 ms b32"]
+    lines = ["", "## Quantised models", "",
+             ("Beside each float32 model (models/manifest.json, `quantized`): test accuracy of both in "
+              "onnxruntime, the drop, top-1 agreement with the float32 model on the test set, file size, "
+              "and onnxruntime latency (one thread, median) of both, timed together."), ""]
+    lines += _md_table(rows, cols)
+    if failed:
+        lines += ["", "Not quantised (the float32 models are kept):", "", *failed]
     return lines
 
 

@@ -13,7 +13,7 @@ import socket
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,12 +491,18 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
             if clock is not None:
                 clock()
     manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
-    keep = {m["file"] for m in manifest["models"]}
+    keep = {f for m in manifest["models"] for f in model_files(m)}
     for f in models_dir.glob("*.onnx"):
         if f.name not in keep:
             f.unlink()
     (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def model_files(entry: Mapping[str, Any]) -> list[str]:
+    """The files of one manifest entry: the float32 model and its quantised twins."""
+    twins = entry.get("quantized") or {}
+    return [entry["file"], *(t["file"] for t in twins.values() if "file" in t)]
 
 
 def _finite(metrics: dict[str, Any]) -> bool:

@@ -252,6 +252,7 @@ def _final_train_export(
     )
     agreement = check_parity(out, model, data.x_test[:256].cpu())
     latency = {f"batch_{b}": latency_ms(out, model, input_shape, b) for b in (1, 32)} if e.latency else None
+    quantized = {scheme: _twin(spec, scheme, out, data, seed, input_shape) for scheme in e.quantize}
     return {
         "file": out.name,
         "trial": trial_id,
@@ -275,4 +276,49 @@ def _final_train_export(
         },
         "output": {"name": "logits", "shape": ["batch", data.num_classes]},
         "classes": list(data.classes),
+        **({"quantized": quantized} if quantized else {}),
     }
+
+
+def _twin(spec: Spec, scheme: str, parent: Path, data: Any, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The ``scheme`` twin of the exported ``parent``, measured against it on the same images: test
+    and validation accuracy (onnxruntime, both models), top-1 agreement on the test set, file sizes,
+    and onnxruntime latency at batch 1 and 32. A twin that cannot be made or measured is
+    ``{"error": ...}``: the float32 model stays as it is."""
+    import numpy as np
+
+    from nago_spec.export import onnx_latency_ms
+    from nago_spec.quantize import calibration_indices, make_twin, predict_labels
+
+    e = spec.export
+    x_test, y_test = data.x_test.cpu().numpy(), data.y_test.cpu().numpy()
+    x_val, y_val = data.x_val.cpu().numpy(), data.y_val.cpu().numpy()
+    x_train, y_train = data.x_train.cpu().numpy(), data.y_train.cpu().numpy()
+    try:
+        images = x_train[calibration_indices(y_train, e.calibration_images, seed)].astype(np.float32)
+        path, description = make_twin(scheme, parent, images, seed)
+        parent_test = predict_labels(parent, x_test)
+        twin_test = predict_labels(path, x_test)
+        parent_val_accuracy = float((predict_labels(parent, x_val) == y_val).mean())
+        twin_val_accuracy = float((predict_labels(path, x_val) == y_val).mean())
+    except (NagoError, MemoryError) as exc:
+        return {"error": str(exc) or type(exc).__name__}
+    parent_accuracy = float((parent_test == y_test).mean())
+    accuracy = float((twin_test == y_test).mean())
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "scheme": description,
+        "test_accuracy": accuracy,
+        "val_accuracy": twin_val_accuracy,
+        "float32_test_accuracy": parent_accuracy,
+        "float32_val_accuracy": parent_val_accuracy,
+        "accuracy_drop": parent_accuracy - accuracy,
+        "kept": accuracy / parent_accuracy if parent_accuracy > 0 else None,
+        "agreement": float((twin_test == parent_test).mean()),
+        "size_bytes": path.stat().st_size,
+        "float32_size_bytes": parent.stat().st_size,
+        "size_ratio": path.stat().st_size / parent.stat().st_size,
+    }
+    if e.latency:
+        entry["latency_ms"] = {f"batch_{b}": onnx_latency_ms({"float32": parent, scheme: path}, input_shape, b) for b in (1, 32)}
+    return entry
