@@ -63,9 +63,13 @@ class _Images:
 
 
 def _metadata(path: Path) -> dict[str, str]:
+    """The model's metadata_props; ExportError when ``path`` is not a readable ONNX model."""
     import onnx
 
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, OSError: not a model to quantise
+        raise ExportError(f"{path.name}: not a readable ONNX model: {type(exc).__name__}: {exc}") from None
 
 
 def _finish(dst: Path, metadata: Mapping[str, str], scheme: dict[str, Any]) -> None:
