@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -72,6 +73,30 @@ def main() -> int:
                   f"{best['trial']}, {best['params']:,} params, {100 * best['test_accuracy']:.2f} %")
         else:
             print(f"\nno model{limit} beats {100 * args.bar:.2f} % test accuracy")
+    twins = [(m, scheme, q) for m in sorted(manifest["models"], key=lambda m: m["params"])
+             for scheme, q in (m.get("quantized") or {}).items()]
+    if twins:
+        print("\n| file | scheme | float32 test acc | test acc | kept | agreement | kB | size / float32 | "
+              "ORT ms b1 (float32) | ORT ms b32 (float32) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for m, scheme, q in twins:
+            if "error" in q:
+                print(f"| {m['file']} | {scheme} | failed: {q['error'].splitlines()[0]} |||||||| |")
+                continue
+            lat = q.get("latency_ms") or {}
+            ms = {b: (f"{lat[b][scheme]:.3f} ({lat[b]['float32']:.3f})" if b in lat else "") for b in ("batch_1", "batch_32")}
+            print(f"| {q['file']} | {scheme} | {100 * q['float32_test_accuracy']:.2f} % | {100 * q['test_accuracy']:.2f} % | "
+                  f"{100 * q['kept']:.1f} % | {100 * q['agreement']:.1f} % | {q['size_bytes'] / 1000:.1f} | "
+                  f"{q['size_ratio']:.2f} | {ms['batch_1']} | {ms['batch_32']} |")
+        for scheme in sorted({s for _, s, _ in twins}):
+            ok = [q for _, s, q in twins if s == scheme and "error" not in q]
+            if not ok:
+                continue
+            faster = sum(q["latency_ms"]["batch_1"][scheme] <= q["latency_ms"]["batch_1"]["float32"]
+                         for q in ok if q.get("latency_ms"))
+            print(f"\n{scheme}, median over {len(ok)} model(s): kept {100 * statistics.median(q['kept'] for q in ok):.1f} % "
+                  f"of the float32 test accuracy, size {statistics.median(q['size_ratio'] for q in ok):.2f} x float32, "
+                  f"no slower than float32 at batch 1 for {faster} of {len(ok)}")
     if failed := manifest.get("failed"):
         print(f"{len(failed)} final training(s) failed: {failed}")
     if args.png:
