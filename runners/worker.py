@@ -301,8 +301,10 @@ def _twin(spec: Spec, scheme: str, parent: Path, data: Any, seed: int, input_sha
         twin_test = predict_labels(path, x_test)
         parent_val_accuracy = float((predict_labels(parent, x_val) == y_val).mean())
         twin_val_accuracy = float((predict_labels(path, x_val) == y_val).mean())
-    except (NagoError, MemoryError) as exc:
-        return {"error": str(exc) or type(exc).__name__}
+    except NagoError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors too: the float32 model must not be lost
+        return {"error": f"{type(exc).__name__}: {exc}"}
     parent_accuracy = float((parent_test == y_test).mean())
     accuracy = float((twin_test == y_test).mean())
     entry: dict[str, Any] = {

@@ -154,3 +154,36 @@ def test_an_export_with_int8_and_fp16_twins(tmp_path):
         assert len(twin) == 32 and {r["top"][0]["class"] for r in twin} <= set(first["classes"])
         direct = predict_labels(out / "models" / first["quantized"][scheme]["file"], x.astype(np.float32))
         assert [first["classes"].index(r["top"][0]["class"]) for r in twin] == direct.tolist()
+
+
+def test_a_twin_or_an_objective_that_cannot_quantise_fails_alone(tmp_path, monkeypatch):
+    """onnxruntime refusing to quantise (the fault is injected into its quantize_static): the twin is
+    recorded with the reason and its float32 model kept; a trial's int8_error fails that trial with
+    the reason, and the run goes on."""
+    import onnxruntime.quantization
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", refuses)
+    spec = tmp_path / "refused.toml"
+    spec.write_text(TINY_SPEC.replace("[export]\n", '[export]\nquantize = ["int8", "fp16"]\n'))
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out), "--progress", "quiet"]) == 0
+    manifest = json.loads((out / "models" / "manifest.json").read_text())
+    assert manifest["models"]
+    for m in manifest["models"]:
+        assert (out / "models" / m["file"]).exists()  # the float32 model is kept
+        assert m["quantized"]["int8"] == {"error": f"{m['file']}: onnxruntime could not quantise it to int8: "
+                                                   "RuntimeError: unsupported operator"}
+        assert (out / "models" / m["quantized"]["fp16"]["file"]).exists()  # the other scheme is unaffected
+    assert "Not quantised (the float32 models are kept):" in (out / "report.md").read_text()
+
+    searched = tmp_path / "searched.toml"
+    searched.write_text(TINY_SPEC.replace('name = "params"', 'name = "int8_error"').replace("[export]\n",
+                                                                                           "[export]\nonnx = false\n"))
+    assert main(["run", str(searched), "--out", str(tmp_path / "searched"), "--progress", "quiet"]) == 0
+    with Store(tmp_path / "searched" / "study.db") as store:
+        trials = store.trials()
+    assert len(trials) == 4 and all(t.state is TrialState.FAILED for t in trials)
+    assert "int8_error" in trials[0].error and "RuntimeError: unsupported operator" in trials[0].error
