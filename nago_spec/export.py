@@ -63,6 +63,9 @@ def export_onnx(
     except Exception as exc:  # the exporter raises many types; all mean the same to the user
         raise ExportError(f"{path.name}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
     proto = program.model_proto
+    for node in proto.graph.node:  # the exporter's debug notes (stack traces, fx nodes): half the file
+        del node.metadata_props[:]
+        node.doc_string = ""
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)

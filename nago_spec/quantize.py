@@ -72,11 +72,37 @@ def _metadata(path: Path) -> dict[str, str]:
         raise ExportError(f"{path.name}: not a readable ONNX model: {type(exc).__name__}: {exc}") from None
 
 
+def compact_names(model: Any) -> None:
+    """Give every tensor but the graph's input and output a short name (``t1f``), drop the node names
+    and the nodes' debug metadata: a quantised graph's generated names (``..._quantized_scale``)
+    otherwise weigh as much as its int8 weights."""
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    short: dict[str, str] = {}
+
+    def name(old: str) -> str:
+        if old in keep:
+            return old
+        return short.setdefault(old, f"t{len(short):x}")
+
+    for t in graph.initializer:
+        t.name = name(t.name)
+    for v in graph.value_info:
+        v.name = name(v.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        del node.metadata_props[:]
+        node.input[:] = [name(x) for x in node.input]
+        node.output[:] = [name(x) for x in node.output]
+
+
 def _finish(dst: Path, metadata: Mapping[str, str], scheme: dict[str, Any]) -> None:
     """Give ``dst`` the parent's metadata and its scheme, save it and check it (full check)."""
     import onnx
 
     model = onnx.load(str(dst))
+    compact_names(model)
     del model.metadata_props[:]
     for key, value in {**metadata, "nago.quantization": json.dumps(scheme, sort_keys=True)}.items():
         entry = model.metadata_props.add()
