@@ -84,9 +84,10 @@ def main() -> int:
                 print(f"| {m['file']} | {scheme} | failed: {q['error'].splitlines()[0]} |||||||| |")
                 continue
             lat = q.get("latency_ms") or {}
+            kept = "" if q["kept"] is None else f"{100 * q['kept']:.1f} %"  # None: a parent of 0 % accuracy
             ms = {b: (f"{lat[b][scheme]:.3f} ({lat[b]['float32']:.3f})" if b in lat else "") for b in ("batch_1", "batch_32")}
             print(f"| {q['file']} | {scheme} | {100 * q['float32_test_accuracy']:.2f} % | {100 * q['test_accuracy']:.2f} % | "
-                  f"{100 * q['kept']:.1f} % | {100 * q['agreement']:.1f} % | {q['size_bytes'] / 1000:.1f} | "
+                  f"{kept} | {100 * q['agreement']:.1f} % | {q['size_bytes'] / 1000:.1f} | "
                   f"{q['size_ratio']:.2f} | {ms['batch_1']} | {ms['batch_32']} |")
         for scheme in sorted({s for _, s, _ in twins}):
             ok = [q for _, s, q in twins if s == scheme and "error" not in q]
@@ -94,7 +95,7 @@ def main() -> int:
                 continue
             faster = sum(q["latency_ms"]["batch_1"][scheme] <= q["latency_ms"]["batch_1"]["float32"]
                          for q in ok if q.get("latency_ms"))
-            print(f"\n{scheme}, median over {len(ok)} model(s): kept {100 * statistics.median(q['kept'] for q in ok):.1f} % "
+            print(f"\n{scheme}, median over {len(ok)} model(s): kept {100 * statistics.median(q['kept'] or 0.0 for q in ok):.1f} % "
                   f"of the float32 test accuracy, size {statistics.median(q['size_ratio'] for q in ok):.2f} x float32, "
                   f"no slower than float32 at batch 1 for {faster} of {len(ok)}")
     if failed := manifest.get("failed"):

@@ -103,6 +103,9 @@ def test_counts_match_torch_on_a_random_sweep() -> None:
         a = random_arch(rng)
         net = build_network(a, 0).eval()
         assert a.param_count() == sum(p.numel() for p in net.parameters()), a.summary()
+        # the weights int8 stores in a byte each (int8_size_kb): every conv's and linear layer's
+        assert a.weight_count() == sum(m.weight.numel() for m in net.modules()
+                                       if isinstance(m, (nn.Conv2d, nn.Linear))), a.summary()
         x = torch.randn(1, a.in_channels, *a.image_size)
         assert a.mac_count() == hooked_macs(net, x), a.summary()
         with torch.no_grad():
