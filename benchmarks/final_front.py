@@ -85,7 +85,8 @@ def main() -> int:
                 continue
             lat = q.get("latency_ms") or {}
             kept = "" if q["kept"] is None else f"{100 * q['kept']:.1f} %"  # None: a parent of 0 % accuracy
-            ms = {b: (f"{lat[b][scheme]:.3f} ({lat[b]['float32']:.3f})" if b in lat else "") for b in ("batch_1", "batch_32")}
+            ms = {b: (f"{lat[b][scheme]:.3f} ({lat[b]['float32']:.3f})" if b in lat else "")
+                  for b in ("batch_1", "batch_32")}
             print(f"| {q['file']} | {scheme} | {100 * q['float32_test_accuracy']:.2f} % | {100 * q['test_accuracy']:.2f} % | "
                   f"{kept} | {100 * q['agreement']:.1f} % | {q['size_bytes'] / 1000:.1f} | "
                   f"{q['size_ratio']:.2f} | {ms['batch_1']} | {ms['batch_32']} |")
@@ -95,7 +96,8 @@ def main() -> int:
                 continue
             faster = sum(q["latency_ms"]["batch_1"][scheme] <= q["latency_ms"]["batch_1"]["float32"]
                          for q in ok if q.get("latency_ms"))
-            print(f"\n{scheme}, median over {len(ok)} model(s): kept {100 * statistics.median(q['kept'] or 0.0 for q in ok):.1f} % "
+            kept = statistics.median(q["kept"] or 0.0 for q in ok)
+            print(f"\n{scheme}, median over {len(ok)} model(s): kept {100 * kept:.1f} % "
                   f"of the float32 test accuracy, size {statistics.median(q['size_ratio'] for q in ok):.2f} x float32, "
                   f"no slower than float32 at batch 1 for {faster} of {len(ok)}")
     if failed := manifest.get("failed"):

@@ -318,11 +318,14 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
 
 
 class Retries:
-    """The one failure policy of a run's jobs, trials and final models alike: a job whose worker died
-    (WorkerLost: killed, segfault, out of host memory) is re-queued up to ``max_retries`` times, then
-    failed, its deaths counted in the store (when given) so that a resumed run goes on counting; one that ran past its time limit (TrialTimeout) fails at once, as a hang would recur;
-    anything else the backend raises fails that job alone, except WorkerStartFailed: no job can run,
-    so it stops the run (the jobs in flight are left to resume)."""
+    """The one failure policy of a run's jobs, trials and final models alike.
+
+    A job whose worker died (WorkerLost: killed, segfault, out of host memory) is re-queued up to
+    ``max_retries`` times, then failed; its deaths are counted in the store (when given), so a
+    resumed run goes on counting. One that ran past its time limit (TrialTimeout) fails at once, as
+    a hang would recur. Anything else the backend raises fails that job alone, except
+    WorkerStartFailed: no job can run, so it stops the run (the jobs in flight are left to resume).
+    """
 
     def __init__(self, max_retries: int, store: Store | None = None):
         self.max_retries = max_retries

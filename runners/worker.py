@@ -322,5 +322,6 @@ def _twin(spec: Spec, scheme: str, parent: Path, data: Any, seed: int, input_sha
         "size_ratio": path.stat().st_size / parent.stat().st_size,
     }
     if e.latency:
-        entry["latency_ms"] = {f"batch_{b}": onnx_latency_ms({"float32": parent, scheme: path}, input_shape, b) for b in (1, 32)}
+        both = {"float32": parent, scheme: path}
+        entry["latency_ms"] = {f"batch_{b}": onnx_latency_ms(both, input_shape, b) for b in (1, 32)}
     return entry
