@@ -122,6 +122,7 @@ def test_the_int8_objectives_on_a_tiny_search(tmp_path):
         assert 0 < t.values["int8_size_kb"] < 50
 
 
+@pytest.mark.slow  # whole runs with an export: in the README's second test step
 def test_an_export_with_int8_and_fp16_twins(tmp_path):
     """The whole run: twins beside each model, measured in manifest.json and report.md, kept by a later
     export, and read by nago predict like any model."""
@@ -157,6 +158,7 @@ def test_an_export_with_int8_and_fp16_twins(tmp_path):
         assert [first["classes"].index(r["top"][0]["class"]) for r in twin] == direct.tolist()
 
 
+@pytest.mark.slow  # whole runs with an export: in the README's second test step
 def test_a_twin_or_an_objective_that_cannot_quantise_fails_alone(tmp_path, monkeypatch):
     """onnxruntime refusing to quantise (the fault is injected into its quantize_static): the twin is
     recorded with the reason and its float32 model kept; a trial's int8_error fails that trial with
