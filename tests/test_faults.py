@@ -201,6 +201,7 @@ def _outlived_by(proc: subprocess.Popen, workers: list[int], limit: float = 10) 
     return limit if any(_alive(p) for p in workers) else time.monotonic() - killed
 
 
+@pytest.mark.slow  # real runs behind real pipes or a full disk: in the README's second test step
 def test_a_closed_stdout_or_stderr_never_aborts_a_search_nor_prints_a_traceback(tmp_path):
     """`nago run ... 2>&1 | head -2` aborted the search with a BrokenPipe traceback; `nago status | head
     -1` and `nago check --json | head -1` ended in one. The pipes are real (bash), as a user's are."""
@@ -353,6 +354,7 @@ def test_a_read_only_run_directory_is_read_and_writing_it_is_one_line(params_run
 
 
 @needs_namespaces
+@pytest.mark.slow  # real runs behind real pipes or a full disk: in the README's second test step
 def test_a_full_disk_stops_a_run_in_one_line_and_it_resumes_once_there_is_room(tmp_path):
     """A run whose directory fills up ends with one line saying so; what the store holds is kept, and
     once space is freed the same command resumes to a whole run, no trial twice."""
