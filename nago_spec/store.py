@@ -181,6 +181,7 @@ class Store:
         nothing, not even SQLite's side files where the directory cannot be written (status, report,
         warm start, on a read-only file system or another user's run)."""
         self.path = Path(path)
+        self._select: str | None = None  # trials()'s SELECT, for the columns this store has
         if self.path.is_file() and self.path.stat().st_size == 0:  # sqlite would take it for a new, empty run
             raise StoreError(f"{self.path}: the store is empty (0 bytes): this run's trials are lost, or it never "
                              "stored one; move it away, or start over with --force-new")
@@ -387,9 +388,12 @@ class Store:
 
     def trials(self, state: TrialState | None = None) -> list[TrialRecord]:
         """Every trial (or those in ``state``), ordered by id."""
-        present = {r[1] for r in self._conn.execute("PRAGMA table_info(trials)")}
-        # a column an older schema lacks (a store read where it could not be migrated) reads as NULL
-        sql = "SELECT " + ", ".join(f'"{c}"' if c in present else "NULL" for c in _TRIAL_COLUMNS) + " FROM trials"
+        if self._select is None:  # once per connection: trials() runs after every trial
+            present = {r[1] for r in self._conn.execute("PRAGMA table_info(trials)")}
+            # a column an older schema lacks (a store read where it could not be migrated) reads as NULL
+            self._select = ("SELECT " + ", ".join(f'"{c}"' if c in present else "NULL" for c in _TRIAL_COLUMNS)
+                            + " FROM trials")
+        sql = self._select
         args: tuple[Any, ...] = ()
         if state is not None:
             sql += " WHERE state = ?"

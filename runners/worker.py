@@ -252,7 +252,7 @@ def _final_train_export(
     )
     agreement = check_parity(out, model, data.x_test[:256].cpu())
     latency = {f"batch_{b}": latency_ms(out, model, input_shape, b) for b in (1, 32)} if e.latency else None
-    quantized = {scheme: _twin(spec, scheme, out, data, seed, input_shape) for scheme in e.quantize}
+    quantized = _twins(spec, out, data, seed, input_shape)
     return {
         "file": out.name,
         "trial": trial_id,
@@ -280,26 +280,43 @@ def _final_train_export(
     }
 
 
-def _twin(spec: Spec, scheme: str, parent: Path, data: Any, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
+def _twins(spec: Spec, parent: Path, data: Any, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Each ``[export] quantize`` twin of the exported ``parent``: ``{scheme: entry}`` (``_twin``), the
+    parent's own predictions and calibration images made once for all schemes."""
+    import numpy as np
+
+    from nago_spec.quantize import calibration_indices, predict_labels
+
+    if not spec.export.quantize:
+        return {}
+    x_train, y_train = data.x_train.cpu().numpy(), data.y_train.cpu().numpy()
+    images = x_train[calibration_indices(y_train, spec.export.calibration_images, seed)].astype(np.float32)
+    x_test, x_val = data.x_test.cpu().numpy(), data.x_val.cpu().numpy()
+    try:
+        parent_labels = predict_labels(parent, x_test), predict_labels(parent, x_val)
+    except Exception as exc:  # noqa: BLE001 - no twin can be measured; the float32 model stays
+        return dict.fromkeys(spec.export.quantize, {"error": f"{type(exc).__name__}: {exc}"})
+    return {scheme: _twin(spec, scheme, parent, data, seed, input_shape, images, parent_labels)
+            for scheme in spec.export.quantize}
+
+
+def _twin(spec: Spec, scheme: str, parent: Path, data: Any, seed: int, input_shape: tuple[int, ...],
+          images: Any, parent_labels: tuple[Any, Any]) -> dict[str, Any]:
     """The ``scheme`` twin of the exported ``parent``, measured against it on the same images: test
     and validation accuracy (onnxruntime, both models), top-1 agreement on the test set, file sizes,
     and onnxruntime latency at batch 1 and 32. A twin that cannot be made or measured is
     ``{"error": ...}``: the float32 model stays as it is."""
-    import numpy as np
-
     from nago_spec.export import onnx_latency_ms
-    from nago_spec.quantize import calibration_indices, make_twin, predict_labels
+    from nago_spec.quantize import make_twin, predict_labels
 
     e = spec.export
     x_test, y_test = data.x_test.cpu().numpy(), data.y_test.cpu().numpy()
     x_val, y_val = data.x_val.cpu().numpy(), data.y_val.cpu().numpy()
-    x_train, y_train = data.x_train.cpu().numpy(), data.y_train.cpu().numpy()
+    parent_test, parent_val = parent_labels
+    parent_val_accuracy = float((parent_val == y_val).mean())
     try:
-        images = x_train[calibration_indices(y_train, e.calibration_images, seed)].astype(np.float32)
         path, description = make_twin(scheme, parent, images, seed)
-        parent_test = predict_labels(parent, x_test)
         twin_test = predict_labels(path, x_test)
-        parent_val_accuracy = float((predict_labels(parent, x_val) == y_val).mean())
         twin_val_accuracy = float((predict_labels(path, x_val) == y_val).mean())
     except NagoError as exc:
         return {"error": str(exc)}
