@@ -147,8 +147,9 @@ def main() -> int:
         best = [float(runs[k][1][:, 0].min()) for k in keys]
         # the most accurate network of each chosen front (test error, params): what a user deploys
         # when accuracy comes first, so "bo finds better networks, not only smaller ones" is measured here
-        top = [chosen_front(*runs[k])[np.argmin(chosen_front(*runs[k])[:, 0])].tolist() for k in keys]
-        front_size = [len(chosen_front(*runs[k])) for k in keys]
+        fronts = [chosen_front(*runs[k]) for k in keys]
+        top = [F[np.argmin(F[:, 0])].tolist() for F in fronts]
+        front_size = [len(F) for F in fronts]
         wall = statistics.mean(walls[k] for k in keys)
 
         def ms(x: list[float]) -> tuple[float, float]:
@@ -160,10 +161,10 @@ def main() -> int:
         result["methods"][method] = {
             "test_hv": test_hv, "val_hv": val_hv, "best_test_error": best, "front_top": top,
             "wall_s": [walls[k] for k in keys],
-            "front": {str(s): chosen_front(*runs[method, s]).tolist() for s in range(seeds[method])},
+            "front": {str(s): F.tolist() for s, F in enumerate(fronts)},
             "curve": {str(s): curves[method, s] for s in range(seeds[method])},
         }
-    print(f"\nper seed: test hv, and the most accurate network of the chosen front (test error, params)")
+    print("\nper seed: test hv, and the most accurate network of the chosen front (test error, params)")
     for seed in range(args.seeds):
         cells = [f"{m} {result['methods'][m]['test_hv'][seed]:.4f} "
                  f"({result['methods'][m]['front_top'][seed][0]:.4f}, {result['methods'][m]['front_top'][seed][1]:.0f})"
