@@ -139,7 +139,7 @@ def main() -> int:
     curves = {k: [hv(chosen_front(v[:n], t[:n])) for n in range(1, len(v) + 1)] for k, (v, t) in runs.items()}
     result = {"methods": {}, "seeds": seeds, "box": {"ideal": ideal.tolist(), "worst": worst.tolist()}}
     print(f"\nhypervolume of the validation-chosen front's (test error, params), one box over {len(runs)} runs")
-    print(f"{'method':>15} {'test hv':>17} {'val hv':>17} {'best test err':>14} {'front':>6} {'wall s':>7}")
+    print(f"{'method':>15} {'test hv':>17} {'val hv':>17} {'best test err':>14} {'front':>6} {'median wall s':>14}")
     for method in methods:
         keys = [(method, s) for s in range(seeds[method])]
         test_hv = [curves[k][-1] for k in keys]
@@ -150,14 +150,14 @@ def main() -> int:
         fronts = [chosen_front(*runs[k]) for k in keys]
         top = [F[np.argmin(F[:, 0])].tolist() for F in fronts]
         front_size = [len(F) for F in fronts]
-        wall = statistics.mean(walls[k] for k in keys)
+        wall = statistics.median(walls[k] for k in keys)  # median: robust to a run paused or resumed
 
         def ms(x: list[float]) -> tuple[float, float]:
             return statistics.mean(x), statistics.stdev(x) if len(x) > 1 else 0.0
 
         (th, ts), (vh, vs) = ms(test_hv), ms(val_hv)
         print(f"{method:>15} {th:>9.4f} ± {ts:.4f} {vh:>9.4f} ± {vs:.4f} {statistics.mean(best):>14.4f} "
-              f"{statistics.mean(front_size):>6.1f} {wall:>7.0f}")
+              f"{statistics.mean(front_size):>6.1f} {wall:>14.0f}")
         result["methods"][method] = {
             "test_hv": test_hv, "val_hv": val_hv, "best_test_error": best, "front_top": top,
             "wall_s": [walls[k] for k in keys],
