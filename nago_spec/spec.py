@@ -291,7 +291,8 @@ class ExportSpec:
     each, trained for ``final_epochs`` with augmentation, tested, and written to ONNX.
 
     ``select``: "pareto" (the Pareto set, best first by ``order_by``) or "top" (the best complete,
-    feasible trials by ``order_by``); ``max_models`` caps the points. ``batch_size``, ``lr``,
+    feasible trials by ``order_by``); ``max_models`` caps the points. ``trials``: these trials' points
+    instead, all of them in the order given (say, two front networks to train again for longer). ``batch_size``, ``lr``,
     ``warmup_epochs`` and the augmentation (``crop_padding``, ``flip``, ``cutout``; the paper's final
     protocol uses cutout 16 on 32x32 images) default to [train]'s; Spec.final_train() resolves them.
     ``latency``: time each model in onnxruntime and torch. ``max_seconds`` caps each model's final
@@ -308,6 +309,7 @@ class ExportSpec:
     select: str = "pareto"
     order_by: str | None = None  # an objective's name; None: the first objective
     max_models: int | None = None
+    trials: tuple[int, ...] = ()
     batch_size: int | None = None
     lr: float | None = None
     warmup_epochs: float | None = None
@@ -357,7 +359,7 @@ class Spec:
             "constraints": [_constraint_dict(c) for c in self.constraints],
             "search": _search_dict(self.search),
             "run": _fields_dict(self.run),
-            "export": _fields_dict(self.export),
+            "export": _export_dict(self.export),
         }
 
     def final_train(self) -> TrainSpec:
@@ -508,6 +510,13 @@ def _fields_dict(obj: Any) -> dict[str, Any]:
         for f in dataclasses.fields(obj)
         if getattr(obj, f.name) is not None
     }
+
+
+def _export_dict(e: ExportSpec) -> dict[str, Any]:
+    d = _fields_dict(e)
+    if not e.trials:  # left out, so the export key of a run exported before stays the same
+        d.pop("trials")
+    return d
 
 
 def _search_dict(s: SearchSpec) -> dict[str, Any]:

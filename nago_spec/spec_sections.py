@@ -109,6 +109,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "select": _choice("selection", SELECT_NAMES),
         "order_by": _text,
         "max_models": _integer(ge=1),
+        "trials": _trial_ids,
         "batch_size": _integer(ge=1),
         "lr": _number(gt=0),
         "warmup_epochs": _number(ge=0),
@@ -252,6 +253,16 @@ def _run_dirs(base: Path) -> Rule:
         return dirs
 
     return rule
+
+
+def _trial_ids(v: Any) -> tuple[int, ...]:
+    """[export].trials: a non-empty list of distinct trial numbers."""
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                   for x in v):
+        raise _Invalid("must be a non-empty list of trial numbers (integers >= 0)")
+    if len(set(v)) != len(v):
+        raise _Invalid("names a trial twice")
+    return tuple(v)
 
 
 def _schemes(v: Any) -> tuple[str, ...]:

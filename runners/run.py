@@ -425,8 +425,17 @@ def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
     """The generator points of the final evaluation, best first by ``export.order_by``.
 
     ``select = "pareto"``: the Pareto set; ``"top"``: every complete trial, feasible ones only when
-    any is. At most ``export.max_models``.
+    any is. At most ``export.max_models``. ``export.trials``, where given, names the points instead,
+    all of them in its order; one that is not a complete trial of the run is a SpecError.
     """
+    if spec.export.trials:
+        by_id = {t.id: t for t in fr.complete}
+        missing = [i for i in spec.export.trials if i not in by_id]
+        if missing:
+            raise SpecError(f"{spec.path}: [export].trials = {json.dumps(list(spec.export.trials))}: "
+                            f"no complete trial {', '.join(map(str, missing))} in this run "
+                            f"(complete: {_id_ranges(sorted(by_id))})")
+        return [by_id[i] for i in spec.export.trials]
     names = [o.name for o in problem.objectives]
     col = names.index(spec.export.order_by) if spec.export.order_by else 0
     if spec.export.select == "pareto":
@@ -435,6 +444,17 @@ def export_selection(spec: Spec, fr: Front, problem) -> list[TrialRecord]:
         pool = [t for t, ok in zip(fr.complete, fr.feasible) if ok] or list(fr.complete)
     ordered = sorted(pool, key=lambda t: (to_minimization([t.values], problem.objectives)[0][col], t.id))
     return ordered[: spec.export.max_models] if spec.export.max_models else ordered
+
+
+def _id_ranges(ids: Sequence[int]) -> str:
+    """Sorted trial numbers as ranges: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"; "none" when empty."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
 def models_to_train(spec: Spec, chosen: list[TrialRecord], done: dict[tuple[int, int], Any]
