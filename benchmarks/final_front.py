@@ -67,6 +67,10 @@ def front(table: list[dict]) -> list[dict]:
         and (o["params"], o["test_accuracy"]) != (r["params"], r["test_accuracy"]) for o in table)]
 
 
+def _name(r: dict) -> str:
+    return f"{r['run']} trial {r['trial']}" if "run" in r else f"trial {r['trial']}"
+
+
 def print_bar(table: list[dict], bar: float, max_params: int | None) -> None:
     """How many models within ``max_params`` beat ``bar``, the smallest of them, and the most accurate."""
     within = [r for r in table if max_params is None or r["params"] <= max_params]
@@ -74,13 +78,13 @@ def print_bar(table: list[dict], bar: float, max_params: int | None) -> None:
     limit = f" with <= {max_params:,} params" if max_params else ""
     if beat:
         best = min(beat, key=lambda r: r["params"])
-        print(f"{len(beat)} model(s){limit} beat {100 * bar:.2f} % test accuracy; the smallest: trial "
-              f"{best['trial']}, {best['params']:,} params, {100 * best['test_accuracy']:.2f} %")
+        print(f"{len(beat)} model(s){limit} beat {100 * bar:.2f} % test accuracy; the smallest: {_name(best)}, "
+              f"{best['params']:,} params, {100 * best['test_accuracy']:.2f} %")
     else:
         print(f"no model{limit} beats {100 * bar:.2f} % test accuracy")
     if within:
         top = max(within, key=lambda r: (r["test_accuracy"], -r["params"]))
-        print(f"the most accurate{limit}: trial {top['trial']}, {top['params']:,} params, "
+        print(f"the most accurate{limit}: {_name(top)}, {top['params']:,} params, "
               f"{100 * top['test_accuracy']:.2f} %")
 
 
@@ -149,7 +153,7 @@ def main() -> int:
         if len(runs) > 1:
             print(f"\n{run_dir}\n")
         report(manifest, args.bar, args.max_params)
-    table = [r for _, manifest in runs for r in rows(manifest)]
+    table = [{**r, "run": run_dir.name} for run_dir, manifest in runs for r in rows(manifest)]
     if len(runs) > 1 and args.bar is not None:
         print(f"\nall {len(runs)} runs:", end=" ")
         print_bar(table, args.bar, args.max_params)
@@ -158,7 +162,8 @@ def main() -> int:
               "our smallest at least as accurate | params | test acc |")
         print("|---|---|---|---|---|---|")
         for (name, params, acc, _), r in against_hand(table):
-            ours = ("none", "", "") if r is None else (f"trial {r['trial']}", f"{r['params']:,}",
+            ours = ("none", "", "") if r is None else (_name(r) if len(runs) > 1 else f"trial {r['trial']}",
+                                                       f"{r['params']:,}",
                                                        f"{100 * r['test_accuracy']:.2f} %")
             print(f"| {name} | {params:,} | {100 * acc:.1f} % | {ours[0]} | {ours[1]} | {ours[2]} |")
     if args.png:
