@@ -176,7 +176,8 @@ def main() -> int:
         for i, (run_dir, manifest) in enumerate(runs):
             mine = rows(manifest)
             label = run_dir.name if len(runs) > 1 else "final training, test"
-            ax.scatter([r["params"] for r in mine], [100 * r["test_accuracy"] for r in mine], color=f"C{i}", label=label)
+            ax.scatter([r["params"] for r in mine], [100 * r["test_accuracy"] for r in mine],
+                       color=f"C{i}", label=label)
             f = sorted(front(mine), key=lambda r: r["params"])
             ax.step([r["params"] for r in f], [100 * r["test_accuracy"] for r in f], where="post", color=f"C{i}")
         sx = [r["params"] for r in table if r["search_error"] is not None]

@@ -292,9 +292,10 @@ class ExportSpec:
 
     ``select``: "pareto" (the Pareto set, best first by ``order_by``) or "top" (the best complete,
     feasible trials by ``order_by``); ``max_models`` caps the points. ``trials``: these trials' points
-    instead, all of them in the order given (say, two front networks to train again for longer). ``batch_size``, ``lr``,
-    ``warmup_epochs`` and the augmentation (``crop_padding``, ``flip``, ``cutout``; the paper's final
-    protocol uses cutout 16 on 32x32 images) default to [train]'s; Spec.final_train() resolves them.
+    instead, all of them in the order given (say, two front networks to train again for longer).
+    ``batch_size``, ``lr``, ``warmup_epochs`` and the augmentation (``crop_padding``, ``flip``,
+    ``cutout``; the paper's final protocol uses cutout 16 on 32x32 images) default to [train]'s;
+    Spec.final_train() resolves them.
     ``latency``: time each model in onnxruntime and torch. ``max_seconds`` caps each model's final
     training; the schedule then follows the time spent, as [train].max_seconds does in the search.
     ``full_data``: train the final models on the whole training split, not [data].limit's subsample

@@ -193,7 +193,8 @@ def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys
     assert err == f"{spec}: [export].trials = [7, 1, 2]: no complete trial 7 in this run (complete: 0-2)"
     assert _stamps(out) == first  # nothing trained, nothing deleted
     # all the named points, in the order given: [export].max_models = 1 caps the selection, not these
-    spec.write_text(text.replace("[export]\n", "[export]\ntrials = [2, 0]\n").replace("final_epochs = 1.0", "final_epochs = 2"))
+    spec.write_text(text.replace("[export]\n", "[export]\ntrials = [2, 0]\n")
+                    .replace("final_epochs = 1.0", "final_epochs = 2"))
     export_run(out, "quiet")
     m = _manifest(out)
     assert [p["trial"] for p in m["points"]] == [2, 0]
