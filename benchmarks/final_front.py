@@ -10,7 +10,7 @@ test accuracy against parameters, each run in its colour, with the bar and (``--
 
     python benchmarks/final_front.py runs/fashion-lightweight --bar 0.925 --max-params 100000 \
         --png docs/lightweight_front.png
-    python benchmarks/final_front.py runs/light-0 runs/light-0-long runs/light-1 --bar 0.935 --hand
+    python benchmarks/final_front.py runs/light-s0 runs/light-s0-long runs/light-s1 --bar 0.935 --hand
 """
 
 from __future__ import annotations
