@@ -153,19 +153,19 @@ def main() -> int:
         if len(runs) > 1:
             print(f"\n{run_dir}\n")
         report(manifest, args.bar, args.max_params)
-    table = [{**r, "run": run_dir.name} for run_dir, manifest in runs for r in rows(manifest)]
+    # with several runs a model is named by its run too (_name)
+    table = [{**r, "run": run_dir.name} if len(runs) > 1 else r for run_dir, manifest in runs for r in rows(manifest)]
     if len(runs) > 1 and args.bar is not None:
         print(f"\nall {len(runs)} runs:", end=" ")
         print_bar(table, args.bar, args.max_params)
     if args.hand:
-        print("\n| hand-designed network (Fashion-MNIST benchmark table) | params | test acc | "
+        print("\n| hand-designed network (Fashion-MNIST benchmark table) | preprocessing | params | test acc | "
               "our smallest at least as accurate | params | test acc |")
-        print("|---|---|---|---|---|---|")
-        for (name, params, acc, _), r in against_hand(table):
-            ours = ("none", "", "") if r is None else (_name(r) if len(runs) > 1 else f"trial {r['trial']}",
-                                                       f"{r['params']:,}",
+        print("|---|---|---|---|---|---|---|")
+        for (name, params, acc, prep), r in against_hand(table):
+            ours = ("none", "", "") if r is None else (_name(r), f"{r['params']:,}",
                                                        f"{100 * r['test_accuracy']:.2f} %")
-            print(f"| {name} | {params:,} | {100 * acc:.1f} % | {ours[0]} | {ours[1]} | {ours[2]} |")
+            print(f"| {name} | {prep} | {params:,} | {100 * acc:.1f} % | {ours[0]} | {ours[1]} | {ours[2]} |")
     if args.png:
         import matplotlib
 

@@ -257,8 +257,7 @@ def _run_dirs(base: Path) -> Rule:
 
 def _trial_ids(v: Any) -> tuple[int, ...]:
     """[export].trials: a non-empty list of distinct trial numbers."""
-    if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                   for x in v):
+    if not isinstance(v, list) or not v or not all(_is_int(x) and x >= 0 for x in v):
         raise _Invalid("must be a non-empty list of trial numbers (integers >= 0)")
     if len(set(v)) != len(v):
         raise _Invalid("names a trial twice")
