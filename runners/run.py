@@ -473,7 +473,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
 
     Each finished model is recorded in the store at once, so a killed export resumes with the
     models still missing; rows of other settings (``spec.key("export")``) are ignored and their files
-    removed. A model whose worker died is re-queued up to ``run.max_retries`` times.
+    set aside in models/superseded/ (:func:`set_aside`). A model whose worker died is re-queued up to ``run.max_retries`` times.
     """
     models_dir = run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -515,11 +515,47 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
                 clock()
     manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
     keep = {f for m in manifest["models"] for f in model_files(m)}
-    for f in models_dir.glob("*.onnx"):
-        if f.name not in keep:
-            f.unlink()
+    aside = set_aside(models_dir, [f for f in models_dir.glob("*.onnx") if f.name not in keep])
+    if aside and progress is not None:
+        progress.message(f"{aside} model file(s) of other [export] settings moved to {models_dir / SUPERSEDED}")
     (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+#: Where models/ keeps the models of earlier [export] settings that the current manifest does not list.
+SUPERSEDED = "superseded"
+
+
+def set_aside(models_dir: Path, files: list[Path]) -> int:
+    """Move ``files`` (models the new manifest does not list) into ``models/superseded/``, with their
+    entries of the manifest they came from in ``superseded/manifest.json``; returns how many moved.
+
+    An exported model is never deleted unless a new one replaces it: a later file of the same name,
+    here or in superseded/, replaces it and its entry."""
+    if not files:
+        return 0
+    old_path = models_dir / "manifest.json"
+    old = json.loads(old_path.read_text()) if old_path.exists() else {}
+    of_file = {f: m for m in old.get("models", []) for f in model_files(m)}
+    settings = {k: old[k] for k in ("spec_hash", "export_key", "selection", "ordered_by", "final") if k in old}
+    aside = models_dir / SUPERSEDED
+    aside.mkdir(exist_ok=True)
+    index_path = aside / "manifest.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"models": []}
+    moved = {f.name for f in files}
+    entries = [m for m in index["models"] if not moved & set(model_files(m))]
+    seen: set[str] = set()
+    for f in files:
+        m = of_file.get(f.name)
+        if m is not None and m["file"] not in seen:
+            seen.add(m["file"])
+            entries.append({**m, **settings})
+        os.replace(f, aside / f.name)
+    index["models"] = entries
+    tmp = index_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
+    os.replace(tmp, index_path)
+    return len(files)
 
 
 def model_files(entry: Mapping[str, Any]) -> list[str]:

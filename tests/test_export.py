@@ -166,7 +166,10 @@ def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tm
     assert all(resumed[f] == first[f] for f in first if f != lost["file"])  # only the missing one retrained
     export_run(out, "quiet", force=True)
     assert all(t != first[f] for f, t in _stamps(out).items())
-    # other settings of [export]: the old models are stale, retrained and their files replaced
+    # other settings of [export]: the new selection is trained; a model it does not replace is not
+    # deleted but set aside in models/superseded/, with its manifest entry and the settings it had
+    before = _manifest(out)
+    forced = _stamps(out)
     top = tmp_path / "top.toml"
     top.write_text(tiny_spec.read_text().replace("max_models = 1\nsamples = 2",
                                                  'max_models = 2\nsamples = 1\nselect = "top"\norder_by = "params"'))
@@ -175,8 +178,18 @@ def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tm
     with Store(out / "study.db") as s:
         smallest = sorted((t.values["params"], t.id) for t in s.trials())[:2]
     assert [p["trial"] for p in m["points"]] == [i for _, i in smallest]
-    assert sorted(_stamps(out)) == sorted(f"trial_{i}_s0.onnx" for _, i in smallest)
+    now = sorted(f"trial_{i}_s0.onnx" for _, i in smallest)
+    assert sorted(_stamps(out)) == now
     assert m["selection"] == "top" and m["ordered_by"] == "params"
+    aside = out / "models" / "superseded"
+    gone = sorted(set(forced) - set(now))
+    assert gone and sorted(p.name for p in aside.glob("*.onnx")) == gone
+    assert all((aside / f).stat().st_mtime_ns == forced[f] for f in gone)  # moved, not retrained
+    index = json.loads((aside / "manifest.json").read_text())
+    assert sorted(e["file"] for e in index["models"]) == gone
+    assert all(e["export_key"] == before["export_key"] and e["final"] == before["final"] for e in index["models"])
+    by_file = {e["file"]: {k: v for k, v in e.items() if k in before["models"][0]} for e in index["models"]}
+    assert {e["file"]: e for e in before["models"] if e["file"] in gone} == by_file
 
 
 def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys):
