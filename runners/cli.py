@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", metavar="{" + ",".join(BACKENDS.names()) + "}", help="where trials run (default: [run] backend)")
     r.add_argument("--workers", type=int)
     r.add_argument("--device", help='where networks train: auto, cpu, cuda, cuda:N, mps (default: [run] device)')
-    r.add_argument("--force-new", action="store_true", help="discard the run already in the directory")
+    r.add_argument("--force-new", action="store_true", help="discard the run already in the directory (its models move to models/superseded/)")
     r.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
     r.add_argument("-q", "--quiet", action="store_true", help="same as --progress quiet")
 

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 import statistics
 import time
@@ -98,7 +97,10 @@ def prepare_run_dir(spec: Spec, run_dir: Path, force_new: bool) -> Path:
     if db.exists() and force_new:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "models", ignore_errors=True)
+        models = run_dir / "models"
+        if models.is_dir():  # the discarded run's models are kept, as a changed [export] keeps them
+            set_aside(models, sorted(models.glob("*.onnx")))
+            (models / "manifest.json").unlink(missing_ok=True)
     if db.exists():
         with Store(db) as store:
             old = store.get_meta("resume_key")

@@ -233,6 +233,16 @@ def test_rerunning_a_finished_run_keeps_its_models(tiny_spec, tmp_path):
     stamp = model.stat().st_mtime_ns
     run(tiny_spec, RunOptions(out=out, budget=2, mode="quiet"))
     assert model.stat().st_mtime_ns == stamp and len(_values(out)) == 2
+    # --force-new discards the run, not its models: they move to models/superseded/ with their entries
+    old = json.loads((out / "models" / "manifest.json").read_text())
+    changed = tiny_spec.with_name("changed.toml")
+    changed.write_text(tiny_spec.read_text().replace("seed = 0", "seed = 1"))
+    run(changed, RunOptions(out=out, budget=1, force_new=True, mode="quiet"))
+    aside = out / "models" / "superseded"
+    assert (aside / model.name).stat().st_mtime_ns == stamp
+    index = json.loads((aside / "manifest.json").read_text())
+    assert sorted(e["file"] for e in index["models"]) == sorted(e["file"] for e in old["models"])
+    assert len(_values(out)) == 1
 
 
 def test_a_rewritten_spec_is_not_served_from_a_stale_cache(tiny_search, tmp_path):
