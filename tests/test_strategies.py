@@ -177,6 +177,27 @@ def test_bo_falls_back_to_random_points_when_the_fit_fails(monkeypatch, caplog):
     assert again.ask(2, next_trial_id=6) == ps  # the fallback is seeded too
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("unit", [1e-300, 1e-9, 1e9, 1e300])
+def test_bo_proposes_the_same_points_in_any_unit_of_an_objective(unit):
+    # the GP standardises each output, so the expensive objective's unit must not change a proposal:
+    # near 1e300 its variance overflowed (NaN predictions, silently), near 1e-300 it underflowed to a
+    # column taken as constant
+    problem, evaluate = zdt1_problem(3)
+
+    def ask(scale: float) -> tuple[list[dict], dict]:
+        def scaled(p: dict) -> dict[str, float]:
+            v = evaluate(p)
+            return {"f1": v["f1"], "f2": v["f2"] * scale}
+
+        s = BOStrategy(problem, seed=0, initial=4, options=FAST)
+        for t in history(problem, scaled, 8):
+            s.tell(*t)
+        return s.ask(2, next_trial_id=8), s.fallbacks
+
+    assert ask(unit) == ask(1.0)
+
+
 def test_bo_respects_cheap_constraints_exactly():
     # f1 cheap with a bound, a cheap constraint-only metric, f2 expensive
     space = SearchSpace(tuple(FloatParam(f"x{i}", 0.0, 1.0) for i in range(3)))

@@ -265,15 +265,23 @@ def fit_gps(
 def _prepare(X: np.ndarray, Y: np.ndarray, noise: np.ndarray | None) -> tuple[
         torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, torch.Tensor | None]:
     """Features (N x d'), standardised targets (m x N), their means and stds (m), and the known noise
-    in standardised units (m x N; unknown entries 0, None when nothing is known)."""
+    in standardised units (m x N; unknown entries 0, None when nothing is known).
+
+    The moments are taken of each column divided by its largest magnitude, so that standardising is
+    invariant to the objective's unit: values near 1e300 do not overflow, values near 1e-300 do not
+    underflow to a flat column, and a column counts as constant when its spread is below 1e-12 of
+    its magnitude."""
     Y = np.asarray(Y, dtype=float).reshape(len(X), -1)
-    y_mean = Y.mean(axis=0)
-    y_std = Y.std(axis=0)
-    y_std = np.where(y_std > 1e-12, y_std, 1.0)
-    ys = torch.as_tensor(((Y - y_mean) / y_std).T.copy(), dtype=torch.float64)
+    scale = np.abs(Y).max(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    Z = Y / scale  # |Z| <= 1
+    z_mean, z_std = Z.mean(axis=0), Z.std(axis=0)
+    z_std = np.where(z_std > 1e-12, z_std, 1.0)
+    y_mean, y_std = z_mean * scale, z_std * scale
+    ys = torch.as_tensor(((Z - z_mean) / z_std).T.copy(), dtype=torch.float64)
     nt = None
     if noise is not None and np.isfinite(np.asarray(noise, dtype=float)).any():
-        nz = np.nan_to_num(np.asarray(noise, dtype=float).reshape(Y.shape), nan=0.0) / y_std**2
+        nz = np.nan_to_num(np.asarray(noise, dtype=float).reshape(Y.shape), nan=0.0) / y_std / y_std
         nt = torch.as_tensor(np.maximum(nz.T, _NOISE_FLOOR).copy(), dtype=torch.float64)
     return torch.as_tensor(np.asarray(X), dtype=torch.float64), ys, y_mean, y_std, nt
 
