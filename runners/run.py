@@ -469,59 +469,87 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
                   problem, store: Store, progress: Progress | None = None,
                   clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Final training, test and ONNX export of ``export.samples`` architectures of each ``chosen``
-    point, into ``run_dir/models``; writes and returns manifest.json.
+    point, into ``run_dir/models``; writes and returns manifest.json. A stopped export (Ctrl-C, SIGTERM)
+    writes the manifest of the models it finished, their ``missing`` ones listed, before it stops.
 
     ``backend`` may be None when every model is already recorded (nothing to train).
 
     Each finished model is recorded in the store at once, so a killed export resumes with the
     models still missing; rows of other settings (``spec.key("export")``) are ignored and their files
-    set aside in models/superseded/ (:func:`set_aside`). A model whose worker died is re-queued up to ``run.max_retries`` times.
+    set aside in models/superseded/ (:func:`set_aside`) before any is replaced. A model whose worker
+    died is re-queued up to ``run.max_retries`` times.
     """
     models_dir = run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     key = spec.key("export")
     done = store.finals(key)
+    earlier = _read_manifest(models_dir)
+    if earlier.get("export_key") != key:  # another [export]'s models: aside before any is replaced
+        mine = {f for m in build_manifest(spec, chosen, done, problem, key)["models"] for f in model_files(m)}
+        aside = set_aside(models_dir, [models_dir / f for m in earlier.get("models", []) for f in model_files(m)
+                                       if f not in mine and (models_dir / f).exists()])
+        if aside and progress is not None:
+            progress.message(f"{aside} model file(s) of other [export] settings moved to "
+                             f"{models_dir / SUPERSEDED}")
     queue = deque(models_to_train(spec, chosen, done))
     if queue and progress is not None:
         progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
                          f"{len(chosen)} point(s)")
     running: dict[Future, tuple[TrialRecord, int]] = {}
     retries = Retries(spec.run.max_retries, store)
-    while queue or running:
-        while queue and len(running) < backend.workers:
-            t, k = queue.popleft()
-            fut = backend.submit(worker.final_train_export, spec, str(run_dir), t.id, t.params, k,
-                                 str(models_dir / f"trial_{t.id}_s{k}.onnx"), t.config)
-            running[fut] = (t, k)
-        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-        for fut in finished:
-            t, k = running.pop(fut)
-            out, retry = retries.settle(f"final {key} trial {t.id} sample {k}", fut)
-            if out is None:
-                queue.appendleft((t, k))
-                if progress is not None:
-                    progress.message(f"trial {t.id} sample {k}: {retry}")
-                continue
-            if out.ok and not _finite(out.entry["metrics"]):
-                out = Outcome.failed(f"non-finite metrics: {out.entry['metrics']}")
-            if out.ok:
-                store.save_final(t.id, k, key, {**out.entry, "objectives": t.values})
-                if progress is not None:
-                    m = out.entry["metrics"]
-                    progress.message(f"trial {t.id} sample {k}: test accuracy {m['test_accuracy']:.4f}, "
-                                     f"{out.entry['params']} params")
-            else:
-                store.save_final(t.id, k, key, None, out.error)
-                log.error("final training of trial %d sample %d failed: %s", t.id, k, out.error)
-            if clock is not None:
-                clock()
+    try:
+        while queue or running:
+            while queue and len(running) < backend.workers:
+                t, k = queue.popleft()
+                fut = backend.submit(worker.final_train_export, spec, str(run_dir), t.id, t.params, k,
+                                     str(models_dir / f"trial_{t.id}_s{k}.onnx"), t.config)
+                running[fut] = (t, k)
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                t, k = running.pop(fut)
+                out, retry = retries.settle(f"final {key} trial {t.id} sample {k}", fut)
+                if out is None:
+                    queue.appendleft((t, k))
+                    if progress is not None:
+                        progress.message(f"trial {t.id} sample {k}: {retry}")
+                    continue
+                if out.ok and not _finite(out.entry["metrics"]):
+                    out = Outcome.failed(f"non-finite metrics: {out.entry['metrics']}")
+                if out.ok:
+                    store.save_final(t.id, k, key, {**out.entry, "objectives": t.values})
+                    if progress is not None:
+                        m = out.entry["metrics"]
+                        progress.message(f"trial {t.id} sample {k}: test accuracy {m['test_accuracy']:.4f}, "
+                                         f"{out.entry['params']} params")
+                else:
+                    store.save_final(t.id, k, key, None, out.error)
+                    log.error("final training of trial %d sample %d failed: %s", t.id, k, out.error)
+                if clock is not None:
+                    clock()
+    except BaseException:  # Ctrl-C, SIGTERM, a failure: the models finished so far are deployable now
+        _write_json(models_dir / "manifest.json", build_manifest(spec, chosen, store.finals(key), problem, key))
+        raise
     manifest = build_manifest(spec, chosen, store.finals(key), problem, key)
     keep = {f for m in manifest["models"] for f in model_files(m)}
-    aside = set_aside(models_dir, [f for f in models_dir.glob("*.onnx") if f.name not in keep])
-    if aside and progress is not None:
-        progress.message(f"{aside} model file(s) of other [export] settings moved to {models_dir / SUPERSEDED}")
-    (models_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    # files no manifest lists (a worker killed after writing its file): kept, out of the way
+    set_aside(models_dir, [f for f in models_dir.glob("*.onnx") if f.name not in keep])
+    _write_json(models_dir / "manifest.json", manifest)
     return manifest
+
+
+def _read_manifest(models_dir: Path) -> dict[str, Any]:
+    """models/manifest.json, or {} where there is none (or only an unreadable one)."""
+    try:
+        return json.loads((models_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically: a reader (or a kill) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 #: Where models/ keeps the models of earlier [export] settings that the current manifest does not list.
@@ -536,8 +564,7 @@ def set_aside(models_dir: Path, files: list[Path]) -> int:
     here or in superseded/, replaces it and its entry."""
     if not files:
         return 0
-    old_path = models_dir / "manifest.json"
-    old = json.loads(old_path.read_text()) if old_path.exists() else {}
+    old = _read_manifest(models_dir)
     of_file = {f: m for m in old.get("models", []) for f in model_files(m)}
     settings = {k: old[k] for k in ("spec_hash", "export_key", "selection", "ordered_by", "final") if k in old}
     aside = models_dir / SUPERSEDED
@@ -554,9 +581,7 @@ def set_aside(models_dir: Path, files: list[Path]) -> int:
             entries.append({**m, **settings})
         os.replace(f, aside / f.name)
     index["models"] = entries
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-    os.replace(tmp, index_path)
+    _write_json(index_path, index)
     return len(files)
 
 
@@ -614,6 +639,9 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
         "points": points,
         "models": models,
         "failed": failed,
+        # models not trained yet: an export stopped part way (`nago export DIR` continues it)
+        "missing": [{"trial": t.id, "sample": k} for t in chosen for k in range(e.samples)
+                    if (t.id, k) not in finals],
     }
 
 

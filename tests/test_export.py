@@ -192,6 +192,33 @@ def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tm
     assert {e["file"]: e for e in before["models"] if e["file"] in gone} == by_file
 
 
+def test_a_stopped_export_leaves_the_manifest_of_the_models_it_finished(tiny_spec, tmp_path, monkeypatch):
+    # Ctrl-C (or SIGTERM) as the first model of a re-export is recorded: that model is deployable at once,
+    # manifest.json lists it and names the missing one, and `nago export` then trains only that one
+    out = tmp_path / "run"
+    run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
+    assert _manifest(out)["missing"] == []
+    save_final = Store.save_final
+
+    def interrupted(self, *args, **kwargs):
+        save_final(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "save_final", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(out, "quiet", force=True)
+    monkeypatch.undo()
+    m = _manifest(out)
+    assert len(m["models"]) == 1 and len(m["missing"]) == 1
+    done = m["models"][0]
+    assert {"trial": done["trial"], "sample": done["sample"]} not in m["missing"]
+    stamp = (out / "models" / done["file"]).stat().st_mtime_ns
+    export_run(out, "quiet")
+    m = _manifest(out)
+    assert len(m["models"]) == 2 and m["missing"] == []
+    assert (out / "models" / done["file"]).stat().st_mtime_ns == stamp  # not trained again
+
+
 def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys):
     # the search's front is not asked: [export].trials retrains the trials it names, as `nago export` does
     # after a run, e.g. two front networks for longer; a trial the run does not have is one line, exit 2
