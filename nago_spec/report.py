@@ -269,8 +269,10 @@ def write_report(
     initial: int | None = None,
     compare: Sequence[Compared] = (),
     fidelity: Any = None,
+    out: Path | None = None,
 ) -> Front:
-    """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir``.
+    """Write trials.csv, pareto.csv, pareto.png, hv.png and report.md into ``run_dir`` (or ``out``: a
+    run directory that cannot be written, an archive, is reported elsewhere).
 
     ``compare``: runs of the same objectives drawn on hv.png and listed in report.md, every
     hypervolume then normalised in one box spanning all the runs' points. ``initial``: the size
@@ -278,6 +280,7 @@ def write_report(
     of each run's comparable() trials (the highest budget completed, in a multi-fidelity run);
     ``fidelity`` (a nago_spec.fidelity.Fidelity) adds a section on the budgets to report.md.
     """
+    out = run_dir if out is None else out
     onames = [o.name for o in objectives]
     # measured but not objectives: constraint-only and [search].record metrics
     extra = sorted({k for t in trials if t.values for k in t.values} - set(onames))
@@ -290,11 +293,11 @@ def write_report(
         cols.append("feasible")
     cols += ["seconds", "host", "device", "fail_reason", "fallback"]
     rows = trial_rows(every, param_names, onames + extra, constraints)
-    write_csv(run_dir / "trials.csv", rows, cols)
+    write_csv(out / "trials.csv", rows, cols)
     fr = run_front(every, objectives, constraints)
     pareto_ids = {t.id for t in fr.pareto}
-    write_csv(run_dir / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
-    plot_pareto(run_dir / "pareto.png", fr, objectives, constraints)
+    write_csv(out / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
+    plot_pareto(out / "pareto.png", fr, objectives, constraints)
     history = hv_history(trials, objectives, constraints)
     joint: list[tuple[str, float, float]] = []  # (label, final hv in the joint box, evaluations)
     others: list[tuple[str, list[tuple[int, float]]]] = []
@@ -302,12 +305,12 @@ def write_report(
         box = front([*trials, *(t for c in compare for t in c.trials)], objectives, constraints)
         mine = hv_history(trials, objectives, constraints, box)
         others = [(c.label, hv_history(c.trials, objectives, constraints, box)) for c in compare]
-        plot_hv(run_dir / "hv.png", mine, initial=initial if strategy != "random" else None, others=others,
+        plot_hv(out / "hv.png", mine, initial=initial if strategy != "random" else None, others=others,
                 label=f"{run_dir.name} ({strategy})")
         joint = [(f"{run_dir.name} ({strategy}), this run", mine[-1][1] if mine else 0.0, len(mine))]
         joint += [(label, h[-1][1] if h else 0.0, len(h)) for label, h in others]
     else:
-        plot_hv(run_dir / "hv.png", history, initial=initial if strategy != "random" else None)
+        plot_hv(out / "hv.png", history, initial=initial if strategy != "random" else None)
 
     states = {s: sum(t.state is s for t in every) for s in TrialState}
     lines = [
@@ -343,8 +346,9 @@ def write_report(
     manifest = run_dir / "models" / "manifest.json"
     if manifest.exists():
         lines += _final_section(json.loads(manifest.read_text()))
-    lines += ["", "Files: trials.csv, pareto.csv, pareto.png, hv.png" + (", models/" if manifest.exists() else ""), ""]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    models = "models/" if out == run_dir else f"{run_dir / 'models'}/"
+    lines += ["", "Files: trials.csv, pareto.csv, pareto.png, hv.png" + (f", {models}" if manifest.exists() else ""), ""]
+    (out / "report.md").write_text("\n".join(lines))
     return fr
 
 

@@ -145,13 +145,15 @@ class Study:
 
         return json.loads(export_run(self.directory, progress, force).read_text())
 
-    def report(self, compare: Sequence[Study | str | os.PathLike[str]] = ()) -> Path:
+    def report(self, compare: Sequence[Study | str | os.PathLike[str]] = (),
+               out: str | os.PathLike[str] | None = None) -> Path:
         """Rewrite report.md, trials.csv, pareto.csv and the plots (``nago report``); ``compare``: other
-        studies or run directories of the same objectives, drawn on hv.png. Returns report.md's path."""
+        studies or run directories of the same objectives, drawn on hv.png; ``out``: a folder to write
+        them to instead of the run directory (one that cannot be written). Returns report.md's path."""
         from nago_spec.runners.run import report_run
 
         others = [c.directory if isinstance(c, Study) else Path(c) for c in compare]
-        return report_run(self.directory, others)
+        return report_run(self.directory, others, None if out is None else Path(out))
 
 
 def _importable(fn: Callable[..., Any]) -> None:

@@ -230,6 +230,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "report":
             s.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN_DIR",
                            help="other runs of the same objectives (random search, ...) to draw on hv.png")
+            s.add_argument("--out", type=Path, default=None, metavar="FOLDER",
+                           help="write the report files here instead of RUN_DIR (an archive that cannot be written)")
         if name == "export":
             s.add_argument("--force", action="store_true", help="retrain every model (default: only the missing ones)")
             s.add_argument("--progress", choices=MODES, default="auto", help="display mode (default: live on a terminal)")
@@ -243,7 +245,8 @@ class Terminated(KeyboardInterrupt):
 
 #: The file system's refusals, which are the machine's and not a bug: errno -> what to do.
 _ENVIRONMENT_ERRNOS = {
-    errno.EROFS: "the run directory cannot be written here (nago status still reads it); copy it somewhere writable",
+    errno.EROFS: ("the run directory cannot be written here (nago status still reads it, nago report --out "
+                  "FOLDER reports it elsewhere); copy it somewhere writable"),
     errno.EACCES: "no permission to write it; give a directory you can write",
     errno.EPERM: "no permission to write it; give a directory you can write",
     errno.ENOSPC: "free some space and run the same command again: it resumes",
@@ -310,7 +313,7 @@ def _main(args: argparse.Namespace) -> int:
             if args.command == "status":
                 print(study.status())
             elif args.command == "report":
-                print(study.report(args.compare))
+                print(study.report(args.compare, args.out))
             else:
                 study.export(force=args.force, progress=args.progress)
                 print(study.directory / "models" / "manifest.json")

@@ -248,12 +248,12 @@ def backend_of(spec: Spec, placement: Placement | None = None, warmup=None) -> B
 
 
 def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall: float,
-            compare: Sequence[Compared] = ()):
+            compare: Sequence[Compared] = (), out: Path | None = None):
     return write_report(
         run_dir, name=spec.name, strategy=spec.search.strategy, budget=spec.search.budget, trials=trials,
         param_names=problem.space.names, objectives=problem.objectives, constraints=problem.constraints,
         wall_seconds=wall, initial=spec.search.initial, compare=compare,
-        fidelity=spec.search.fidelity,
+        fidelity=spec.search.fidelity, out=out,
     )
 
 
@@ -714,8 +714,9 @@ def _export_run(spec: Spec, run_dir: Path, mode: str, force: bool) -> Path:
     return run_dir / "models" / "manifest.json"
 
 
-def report_run(run_dir: Path, compare: Sequence[Path] = ()) -> Path:
-    """``nago report DIR [--compare OTHER ...]``: rewrite the report files from the store.
+def report_run(run_dir: Path, compare: Sequence[Path] = (), out: Path | None = None) -> Path:
+    """``nago report DIR [--compare OTHER ...] [--out FOLDER]``: rewrite the report files from the
+    store, in ``run_dir`` or in ``out`` (created; the run directory is then only read).
 
     Each ``compare`` run (random search, another strategy or seed) must have the same objectives;
     its hypervolume curve is drawn on hv.png in a box shared by all the runs.
@@ -732,9 +733,11 @@ def report_run(run_dir: Path, compare: Sequence[Path] = ()) -> Path:
             )
         with Store(other / "study.db", readonly=True) as store:
             others.append(Compared(f"{other.name} ({ospec.search.strategy})", store.trials()))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     with Store(run_dir / "study.db", readonly=True) as store:
-        _report(spec, run_dir, store.trials(), problem, float(store.get_meta("wall_seconds") or 0), others)
-    return run_dir / "report.md"
+        _report(spec, run_dir, store.trials(), problem, float(store.get_meta("wall_seconds") or 0), others, out)
+    return (out or run_dir) / "report.md"
 
 
 def _open_run(run_dir: Path):

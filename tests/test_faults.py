@@ -349,6 +349,14 @@ def test_a_read_only_run_directory_is_read_and_writing_it_is_one_line(params_run
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {written}"), (argv, lines)
         assert "read-only file system" in lines[0]
+        if argv[0] == "report":
+            assert "nago report --out" in lines[0]
+    # an archive is reported elsewhere: the run directory is only read
+    report = _mounted(read_only, *NAGO, "report", str(out), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0 and report.stdout.strip() == str(tmp_path / "report" / "report.md"), report.stderr
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "hv.png", "pareto.csv", "pareto.png", "report.md", "trials.csv"]
+    assert (tmp_path / "report" / "trials.csv").read_text() == (out / "trials.csv").read_text()
     with Store(out / "study.db") as store:
         assert [t.state for t in store.trials()] == [TrialState.COMPLETE] * 4
 
