@@ -483,14 +483,16 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
     models_dir.mkdir(parents=True, exist_ok=True)
     key = spec.key("export")
     done = store.finals(key)
+    # the models listed before that this export does not keep (another [export]'s, or points no longer
+    # chosen) go aside before any file is replaced; a retrained model of this export replaces its own
     earlier = _read_manifest(models_dir)
-    if earlier.get("export_key") != key:  # another [export]'s models: aside before any is replaced
-        mine = {f for m in build_manifest(spec, chosen, done, problem, key)["models"] for f in model_files(m)}
-        aside = set_aside(models_dir, [models_dir / f for m in earlier.get("models", []) for f in model_files(m)
-                                       if f not in mine and (models_dir / f).exists()])
-        if aside and progress is not None:
-            progress.message(f"{aside} model file(s) of other [export] settings moved to "
-                             f"{models_dir / SUPERSEDED}")
+    wanted = {(t.id, k) for t in chosen for k in range(spec.export.samples)}
+    mine = {f for m in build_manifest(spec, chosen, done, problem, key)["models"] for f in model_files(m)}
+    stale = [models_dir / f for m in earlier.get("models", []) for f in model_files(m)
+             if f not in mine and (earlier.get("export_key") != key or (m["trial"], m["sample"]) not in wanted)]
+    aside = set_aside(models_dir, [f for f in stale if f.exists()])
+    if aside and progress is not None:
+        progress.message(f"{aside} model file(s) this export does not keep moved to {models_dir / SUPERSEDED}")
     queue = deque(models_to_train(spec, chosen, done))
     if queue and progress is not None:
         progress.message(f"final training of {len(queue)} model(s): {spec.export.samples} per point, "
