@@ -150,22 +150,33 @@ def test_manifest_matches_the_files_and_their_metadata(tiny_spec, tmp_path, digi
     assert m["final"]["samples"] == 2 and m["spec_hash"]
 
 
-def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tmp_path):
+def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tmp_path, monkeypatch):
     out = tmp_path / "run"
     run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
     first = _stamps(out)
-    assert len(first) == 2
-    # what a kill during the second model's training leaves behind: its row and file missing
-    lost = _manifest(out)["models"][1]
-    with Store(out / "study.db") as s:
-        s._conn.execute("DELETE FROM finals WHERE trial = ? AND sample = ?", (lost["trial"], lost["sample"]))
-    (out / "models" / lost["file"]).unlink()
+    assert len(first) == 2 and _manifest(out)["missing"] == []
+    # Ctrl-C (or SIGTERM) in a forced re-export as its first model is recorded: that model is deployable
+    # at once, manifest.json lists it and names the missing one, and `nago export` trains only that one
+    save_final = Store.save_final
+
+    def interrupted(self, *args, **kwargs):
+        save_final(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "save_final", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(out, "quiet", force=True)
+    monkeypatch.undo()
+    m = _manifest(out)
+    assert len(m["models"]) == 1 and len(m["missing"]) == 1
+    done, lost = m["models"][0]["file"], "trial_{trial}_s{sample}.onnx".format(**m["missing"][0])
+    assert {done, lost} == set(first) and _stamps(out)[done] != first[done]
+    stamp = _stamps(out)[done]
     export_run(out, "quiet")
     resumed = _stamps(out)
-    assert sorted(resumed) == sorted(first)
-    assert all(resumed[f] == first[f] for f in first if f != lost["file"])  # only the missing one retrained
+    assert resumed[done] == stamp and resumed[lost] != first[lost] and _manifest(out)["missing"] == []
     export_run(out, "quiet", force=True)
-    assert all(t != first[f] for f, t in _stamps(out).items())
+    assert all(t != resumed[f] for f, t in _stamps(out).items())
     # other settings of [export]: the new selection is trained; a model it does not replace is not
     # deleted but set aside in models/superseded/, with its manifest entry and the settings it had
     before = _manifest(out)
@@ -190,33 +201,6 @@ def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tm
     assert all(e["export_key"] == before["export_key"] and e["final"] == before["final"] for e in index["models"])
     by_file = {e["file"]: {k: v for k, v in e.items() if k in before["models"][0]} for e in index["models"]}
     assert {e["file"]: e for e in before["models"] if e["file"] in gone} == by_file
-
-
-def test_a_stopped_export_leaves_the_manifest_of_the_models_it_finished(tiny_spec, tmp_path, monkeypatch):
-    # Ctrl-C (or SIGTERM) as the first model of a re-export is recorded: that model is deployable at once,
-    # manifest.json lists it and names the missing one, and `nago export` then trains only that one
-    out = tmp_path / "run"
-    run(tiny_spec, RunOptions(out=out, budget=3, mode="quiet"))
-    assert _manifest(out)["missing"] == []
-    save_final = Store.save_final
-
-    def interrupted(self, *args, **kwargs):
-        save_final(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Store, "save_final", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        export_run(out, "quiet", force=True)
-    monkeypatch.undo()
-    m = _manifest(out)
-    assert len(m["models"]) == 1 and len(m["missing"]) == 1
-    done = m["models"][0]
-    assert {"trial": done["trial"], "sample": done["sample"]} not in m["missing"]
-    stamp = (out / "models" / done["file"]).stat().st_mtime_ns
-    export_run(out, "quiet")
-    m = _manifest(out)
-    assert len(m["models"]) == 2 and m["missing"] == []
-    assert (out / "models" / done["file"]).stat().st_mtime_ns == stamp  # not trained again
 
 
 def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys):
