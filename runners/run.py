@@ -487,7 +487,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
     # chosen) go aside before any file is replaced; a retrained model of this export replaces its own
     earlier = _read_manifest(models_dir)
     wanted = {(t.id, k) for t in chosen for k in range(spec.export.samples)}
-    mine = {f for m in build_manifest(spec, chosen, done, problem, key)["models"] for f in model_files(m)}
+    mine = {f for tk, row in done.items() if tk in wanted and row["entry"] for f in model_files(row["entry"])}
     stale = [models_dir / f for m in earlier.get("models", []) for f in model_files(m)
              if f not in mine and (earlier.get("export_key") != key or (m["trial"], m["sample"]) not in wanted)]
     aside = set_aside(models_dir, [f for f in stale if f.exists()])
