@@ -405,6 +405,24 @@ def dies(params):
 """
 
 
+def _stderr_or_stacks(proc: subprocess.Popen, timeout: float) -> str:
+    """The stderr of ``proc`` once it exits; past ``timeout``, a failure showing what it is stuck on: the
+    processes left (``ps``) and every thread's stack (the command runs with PYTHONFAULTHANDLER=1, so
+    SIGABRT makes it print them). This test once hung in two full-suite runs and never alone."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        tree = subprocess.run(["ps", "-eo", "pid,ppid,stat,etimes,wchan:20,args"], capture_output=True,
+                              text=True).stdout
+        family = [line for line in tree.splitlines()[1:] if line.split()[1] == str(proc.pid)]
+        for child in family:  # a worker still alive holds the stderr pipe open
+            os.kill(int(child.split()[0]), signal.SIGABRT)
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"nago run did not exit {timeout:g} s after SIGINT; its children:\n" + "\n".join(family)
+                    + f"\nits stderr, with its threads' stacks:\n{err}")
+
+
 def test_the_retry_counter_of_a_trial_whose_worker_died_survives_resume(tmp_path):
     """The workers a trial killed were counted in memory: each resumed session allowed it max_retries
     more deaths. They are counted in the store now, so the third death over two sessions fails it."""
@@ -418,14 +436,14 @@ def test_the_retry_counter_of_a_trial_whose_worker_died_survives_resume(tmp_path
         max_retries = 1
     """)
     calls = tmp_path / "calls"
-    env = {**os.environ, "NAGO_TEST_CALLS": str(calls)}
+    env = {**os.environ, "NAGO_TEST_CALLS": str(calls), "PYTHONFAULTHANDLER": "1"}
     cmd = [*NAGO, "run", str(spec), "--out", str(tmp_path / "run"), "--progress", "plain"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (calls.exists() and len(calls.read_text()) == 2) and time.monotonic() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # stopped while the retry runs: trial 0 is left to resume
-    _, err = proc.communicate(timeout=60)
+    err = _stderr_or_stacks(proc, timeout=60)
     assert proc.returncode == 130 and "re-queued (1 of 1 retries)" in err
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
