@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nago_spec.device import Binding, free_memory, is_out_of_memory, oom_message
-from nago_spec.errors import NagoError
+from nago_spec.errors import NagoError, TrialError
 from nago_spec.spec import Spec
 from nago_spec.store import Outcome
 
@@ -196,6 +196,27 @@ def final_train_export(
     return Outcome.failed(error, socket.gethostname(), _BINDING.label)
 
 
+def _check_learned(val_accuracy: float, y_val: Any, test_loss: float) -> None:
+    """Refuse a final model that does no better than always answering the validation split's most frequent
+    class, within two standard errors of that rate: a final training that diverged (dead features, one
+    answer for every image) or was far too short must not reach the deployable set; the failed model
+    keeps the reason."""
+    import math
+
+    import torch
+
+    n = len(y_val)
+    if n == 0:
+        return
+    majority = torch.bincount(y_val.cpu()).max().item() / n
+    if majority < 1 and val_accuracy <= majority + 2 * math.sqrt(majority * (1 - majority) / n):
+        raise TrialError(
+            f"the final training did not learn: {val_accuracy:.1%} validation accuracy, within two standard "
+            f"errors of always answering the most frequent class ({majority:.1%} of {n} images; test loss "
+            f"{test_loss:.4f}). Train it longer ([export].final_epochs) or, if it diverged, lower [export].lr or "
+            "add [export].warmup_epochs; then run the spec again")
+
+
 def _final_train_export(
     spec: Spec, run_dir: str, trial_id: int, params: dict[str, Any], sample: int, out: Path, device: str = "cpu",
     config: int | None = None,
@@ -221,6 +242,7 @@ def _final_train_export(
     result = fit(model, data, spec.final_train(), seed, device)
     train_seconds = time.perf_counter() - start
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+    _check_learned(result.val_accuracy, data.y_val, test_loss)
     model = model.cpu()  # what is deployed: the export, its parity and its latency are the CPU's
     metrics = {
         "val_accuracy": result.val_accuracy,

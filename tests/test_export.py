@@ -183,7 +183,8 @@ def test_export_resumes_retrains_on_force_and_follows_its_settings(tiny_spec, tm
     forced = _stamps(out)
     top = tmp_path / "top.toml"
     top.write_text(tiny_spec.read_text().replace("max_models = 1\nsamples = 2",
-                                                 'max_models = 2\nsamples = 1\nselect = "top"\norder_by = "params"'))
+                                                 'max_models = 2\nsamples = 1\nselect = "top"\norder_by = "params"')
+                   .replace("final_epochs = 1", "final_epochs = 4"))  # 1 epoch leaves them at chance
     run(top, RunOptions(out=out, budget=3, mode="quiet"))
     m = _manifest(out)
     with Store(out / "study.db") as s:
@@ -224,6 +225,24 @@ def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys
     assert [p["trial"] for p in m["points"]] == [2, 0]
     assert sorted(_stamps(out)) == ["trial_0_s0.onnx", "trial_0_s1.onnx", "trial_2_s0.onnx", "trial_2_s1.onnx"]
     assert {x["metrics"]["final_epochs"] for x in m["models"]} == {2.0}
+
+
+def test_a_final_training_that_did_not_learn_fails_its_model_instead_of_exporting_it(tiny_spec, tmp_path):
+    """A final training can diverge into a network that answers one class for every image (issue 23,
+    Fashion-MNIST: 10.00 % test accuracy, loss ln 10). It was exported and listed as a deployable model,
+    flagged only by below_search. At lr 2 both of the tiny spec's final trainings diverge."""
+    spec = tmp_path / "diverges.toml"
+    spec.write_text(tiny_spec.read_text().replace("samples = 2", "samples = 2\nlr = 2.0\nlatency = false"))
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, budget=2, mode="quiet"))  # the run goes on and ends normally
+    m = _manifest(out)
+    assert m["models"] == [] and m["missing"] == []
+    assert [(f["trial"], f["sample"]) for f in m["failed"]] == [(1, 0), (1, 1)]
+    for f in m["failed"]:
+        assert f["error"].startswith("the final training did not learn: "), f["error"]
+        assert "the most frequent class (10.1% of 287 images" in f["error"]
+    assert not list((out / "models").rglob("*.onnx"))
+    assert "- trial 1 sample 1: the final training did not learn: " in (out / "report.md").read_text()
 
 
 def test_augmented_final_training_is_recorded(tiny_spec, tmp_path):
