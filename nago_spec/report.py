@@ -82,23 +82,32 @@ def hv_history(
     objectives: Sequence[ObjectiveInfo],
     constraints: Sequence[ConstraintInfo],
     box: Front | None = None,
-) -> list[tuple[int, float]]:
-    """(evaluations, hypervolume of the feasible points so far), in order of completion.
+) -> list[tuple[float, float]]:
+    """(evaluations spent, hypervolume of the feasible points so far), in order of completion.
 
+    In a multi-fidelity run a trial at budget b spends b / the highest budget of an evaluation (the
+    full-budget equivalents that ``[search].budget`` counts), and only the comparable() trials are
+    points; so a multi-fidelity run and a single-fidelity one compare at equal training on one axis.
     ``box``: the front whose box normalises the hypervolume (default: these trials' own); give
     several runs the same one to compare them.
     """
-    fr = box if box is not None else front(trials, objectives, constraints)
+    points_of = comparable(trials)
+    fr = box if box is not None else front(points_of, objectives, constraints)
+    top = max((t.budget for t in points_of if t.budget is not None), default=None)
+    counted = {t.id for t in points_of}
     done = sorted(
         (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAILED)),
         key=lambda t: (t.finished or 0.0, t.id),
     )
     points: list[np.ndarray] = []
     out = []
-    for n, t in enumerate(done, start=1):
-        if t.state is TrialState.COMPLETE and t.values and violation(t.values, constraints) <= 0:
+    spent = 0.0
+    for t in done:
+        spent += t.budget / top if top is not None and t.budget is not None else 1.0
+        if (t.id in counted and t.state is TrialState.COMPLETE and t.values
+                and violation(t.values, constraints) <= 0):
             points.append(to_minimization([t.values], objectives)[0])
-        out.append((n, normalised_hv(np.array(points).reshape(-1, len(objectives)), fr)))
+        out.append((spent, normalised_hv(np.array(points).reshape(-1, len(objectives)), fr)))
     return out
 
 
@@ -209,15 +218,16 @@ def plot_pareto(path: Path, fr: Front, objectives: Sequence[ObjectiveInfo], cons
 
 def plot_hv(
     path: Path,
-    history: list[tuple[int, float]],
+    history: list[tuple[float, float]],
     *,
     initial: int | None = None,
-    others: Sequence[tuple[str, list[tuple[int, float]]]] = (),
+    others: Sequence[tuple[str, list[tuple[float, float]]]] = (),
     label: str = "this run",
+    equivalents: bool = False,
 ) -> None:
     """Hypervolume against evaluations; ``others``: ``(label, history)`` of runs compared with this
     one (random search, another strategy), drawn in the same box; ``initial``: where the initial
-    design ends."""
+    design ends; ``equivalents``: the axis counts full-budget equivalents (a multi-fidelity run)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -239,7 +249,7 @@ def plot_hv(
     if others:
         ax.legend(loc="lower right", fontsize=8)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("evaluations")
+    ax.set_xlabel("evaluations (full-budget equivalents)" if equivalents else "evaluations")
     ax.set_ylabel("hypervolume (normalised" + (", a box shared by all runs)" if others else ")"))
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -286,7 +296,6 @@ def write_report(
     extra = sorted({k for t in trials if t.values for k in t.values} - set(onames))
     every = trials
     trials = comparable(every)
-    compare = [Compared(c.label, comparable(c.trials)) for c in compare]
     cols = ["trial", *(["config", "bracket", "rung", "budget"] if fidelity is not None else []), "state",
             *param_names, *onames, *extra]
     if constraints:
@@ -298,19 +307,23 @@ def write_report(
     pareto_ids = {t.id for t in fr.pareto}
     write_csv(out / "pareto.csv", [r for r in rows if r["trial"] in pareto_ids], cols)
     plot_pareto(out / "pareto.png", fr, objectives, constraints)
-    history = hv_history(trials, objectives, constraints)
-    joint: list[tuple[str, float, float]] = []  # (label, final hv in the joint box, evaluations)
-    others: list[tuple[str, list[tuple[int, float]]]] = []
+    history = hv_history(every, objectives, constraints)
+    joint: list[tuple[str, float, float]] = []  # (label, final hv in the joint box, evaluations spent)
+    others: list[tuple[str, list[tuple[float, float]]]] = []
+    # a multi-fidelity run among them: the axis counts full-budget equivalents, so that runs compare at equal training
+    equivalents = any(t.budget is not None for t in [*every, *(t for c in compare for t in c.trials)])
+    # where this run's initial design ends, in evaluations: not a point of a multi-fidelity run's axis
+    initial = None if strategy == "random" or any(t.budget is not None for t in every) else initial
     if compare:
-        box = front([*trials, *(t for c in compare for t in c.trials)], objectives, constraints)
-        mine = hv_history(trials, objectives, constraints, box)
+        box = front([*trials, *(t for c in compare for t in comparable(c.trials))], objectives, constraints)
+        mine = hv_history(every, objectives, constraints, box)
         others = [(c.label, hv_history(c.trials, objectives, constraints, box)) for c in compare]
-        plot_hv(out / "hv.png", mine, initial=initial if strategy != "random" else None, others=others,
-                label=f"{run_dir.name} ({strategy})")
-        joint = [(f"{run_dir.name} ({strategy}), this run", mine[-1][1] if mine else 0.0, len(mine))]
-        joint += [(label, h[-1][1] if h else 0.0, len(h)) for label, h in others]
+        plot_hv(out / "hv.png", mine, initial=initial, others=others,
+                label=f"{run_dir.name} ({strategy})", equivalents=equivalents)
+        joint = [(f"{run_dir.name} ({strategy}), this run", mine[-1][1] if mine else 0.0, mine[-1][0] if mine else 0)]
+        joint += [(label, h[-1][1] if h else 0.0, h[-1][0] if h else 0) for label, h in others]
     else:
-        plot_hv(out / "hv.png", history, initial=initial if strategy != "random" else None)
+        plot_hv(out / "hv.png", history, initial=initial, equivalents=equivalents)
 
     states = {s: sum(t.state is s for t in every) for s in TrialState}
     lines = [
@@ -327,7 +340,8 @@ def write_report(
         lines.append(f"- hypervolume (normalised, feasible points): {history[-1][1]:.4f}")
     if joint:
         lines += ["- hypervolume compared, in one box spanning every run's points (hv.png):"]
-        lines += [f"  - {label}: {hv:.4f} after {n} evaluations" for label, hv, n in joint]
+        unit = "evaluations (full-budget equivalents)" if equivalents else "evaluations"
+        lines += [f"  - {label}: {hv:.4f} after {n:g} {unit}" for label, hv, n in joint]
     if constraints:
         lines.append("- constraints: " + "; ".join(_constraint_text(c) for c in constraints))
         if fr.complete and not any(fr.feasible):

@@ -89,6 +89,31 @@ def test_report_compares_runs_on_hv_png_and_in_report_md(tmp_path):
     assert (tmp_path / "hv.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_multi_fidelity_run_is_compared_at_equal_training(tmp_path):
+    """A multi-fidelity run was drawn against evaluations at its highest budget only: specs/07 (BOHB) had
+    spent its 17 four-epoch equivalents in 10 such evaluations, and looked to have spent 10 where
+    single-fidelity bo had spent 17. Every trial now spends budget / highest budget of an evaluation."""
+    from nago_spec.fidelity import Fidelity
+    from nago_spec.report import Compared
+
+    def at(i, error, params, budget):
+        return TrialRecord(i, TrialState.COMPLETE, {"x": i}, {"error": error, "params": params},
+                           started=float(i), finished=float(i) + 0.5, config=i, budget=budget,
+                           bracket=None if budget is None else 0, rung=None if budget is None else {1: 0, 2: 1, 4: 2}[budget])
+
+    # one Hyperband bracket: 4 configurations at 1 epoch, 2 promoted to 2, 1 to 4: 3 four-epoch equivalents
+    bohb = [at(0, 0.5, 5000.0, 1), at(1, 0.6, 4000.0, 1), at(2, 0.7, 3000.0, 1), at(3, 0.8, 2000.0, 1),
+            at(4, 0.4, 5000.0, 2), at(5, 0.5, 4000.0, 2), at(6, 0.3, 5000.0, 4)]
+    single = [at(10, 0.35, 4500.0, None), at(11, 0.45, 3500.0, None), at(12, 0.55, 2500.0, None)]
+    hist = hv_history(bohb, OBJ, ())
+    assert [x for x, _ in hist] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
+    assert [h for _, h in hist][:6] == [0.0] * 6 and hist[-1][1] > 0  # only the 4-epoch trial is a point
+    write_report(tmp_path, name="t", strategy="bo", budget=3, trials=bohb, param_names=["x"], objectives=OBJ,
+                 constraints=(), initial=2, compare=[Compared("bo (bo)", single)], fidelity=Fidelity(1, 4, 2))
+    md = (tmp_path / "report.md").read_text()
+    assert "(bo), this run: " in md and md.count("after 3 evaluations (full-budget equivalents)") == 2
+
+
 def test_report_refuses_to_compare_runs_of_other_objectives(tmp_path):
     from nago_spec.errors import NagoError
     from nago_spec.runners.run import RunOptions, report_run, run
