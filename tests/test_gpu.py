@@ -39,14 +39,22 @@ def small_cnn(seed: int = 0) -> nn.Module:
                          nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
 
+@pytest.fixture(scope="module")
+def on_the_cpu(digits):
+    """The same training's validation accuracy on the CPU: the reference a GPU training must reach."""
+    return train(small_cnn(), digits, epochs=4, batch_size=64, lr=0.1, seed=0, device="cpu").val_accuracy
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
-def test_a_network_learns_on_the_gpu_in_each_precision(digits, precision):
+def test_a_network_learns_on_the_gpu_in_each_precision(digits, on_the_cpu, precision):
+    """The first H200 run (30 November) measured 0.746, 0.749 and 0.746 for fp32, bf16 and fp16, and 0.732
+    for the same training on the CPU: the 0.8 this test asked for was never measured, not a GPU fault."""
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU does not support bf16")
     model = small_cnn()
     r = train(model, digits, epochs=4, batch_size=64, lr=0.1, seed=0, device="cuda:0", precision=precision)
     assert (r.device, r.precision) == ("cuda:0", precision)
-    assert r.val_accuracy > 0.8
+    assert r.val_accuracy > 0.5 and abs(r.val_accuracy - on_the_cpu) <= 0.05, (r.val_accuracy, on_the_cpu)
     assert next(model.parameters()).device.type == "cuda"  # handed back where it trained
 
 
