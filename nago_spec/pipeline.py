@@ -323,6 +323,8 @@ class Evaluator:
                     "seconds": time.perf_counter() - start,
                 }
             )
+            if result.restarted_at is not None:  # died, and trained again warmed up (train)
+                samples[-1]["train"]["restarted_at"] = result.restarted_at
             if ctx.extra:  # side results of objectives (the latency spread, ...)
                 samples[-1]["extra"] = dict(ctx.extra)
         mean = {n: sum(smp["values"][n] for smp in samples) / len(samples) for n in names}

@@ -57,7 +57,9 @@ class TrainResult:
     ``seconds`` the wall time of the whole call (training and validation); ``images_per_second``
     the training throughput (forward + backward + update, 1 process, the caller's thread count);
     ``last_lr`` the learning rate of the last step; ``channels_last`` whether it trained in that
-    memory format; ``device`` and ``precision`` where and how it trained.
+    memory format; ``device`` and ``precision`` where and how it trained. ``restarted_at``: the step
+    (from 1) at which the first attempt was found dead and training restarted with a warm-up (see
+    train), None when it was not; ``epochs`` and ``steps`` are then the second attempt's.
     """
 
     val_accuracy: float
@@ -71,6 +73,7 @@ class TrainResult:
     channels_last: bool = False
     device: str = "cpu"
     precision: str = "fp32"
+    restarted_at: int | None = None
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -86,6 +89,17 @@ LOSS_CHECK_EVERY = 50
 #: has dozens of distinct convolution shapes, each tuned at its first step, and a search trial may be
 #: only a few hundred steps long (benchmarks/bench_gpu.py measures both).
 CUDNN_BENCHMARK = False
+#: A training has died when the mean loss of its last DEAD_WINDOW steps is still within DEAD_MARGIN
+#: (relative) of the loss of a network that ignores its input (dead_loss). It is judged every
+#: max(DEAD_WINDOW, steps // 10) steps. Narrow generated networks (a 1-channel stem, when the
+#: parameter budget is small for the graph) die this way at lr 0.1 in their first steps: every ReLU of
+#: a layer off, no gradient left to bring it back (docs/RESULTS.md §3).
+DEAD_WINDOW = 50
+DEAD_MARGIN = 0.01
+#: A dead training restarts once, from the same initial weights and seed, with the rate warmed up over
+#: this share of its steps (at least). 0.1 and 0.2 of a 1-epoch training both revived the network
+#: above, 0.05 did not.
+RESTART_WARMUP = 0.2
 
 
 @dataclass(frozen=True)
@@ -180,7 +194,11 @@ def train(
     kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning), for bit-identical
     GPU runs; the global settings are restored afterwards.
 
-    ``max_seconds`` caps the training time (at least one step is taken). Once the pace so far
+    A training that has died (the loss no lower than a network that ignores its input scores, see
+    DEAD_WINDOW) restarts once from its initial weights and the same seed, warmed up over at least
+    RESTART_WARMUP of its steps; ``restarted_at`` reports it. A second death is returned as it is.
+
+    ``max_seconds`` caps the training time (at least one step is taken; a restart's time counts). Once the pace so far
     (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
     progress becomes the larger of the steps done and the time spent, so a capped run still
     anneals to 0 when the time runs out instead of stopping at a high rate. A run on pace to
@@ -238,15 +256,22 @@ def train(
         losses.extend(values)
         unchecked.clear()
 
+    floor = dead_loss(y_train, label_smoothing)
+    judge_every = max(DEAD_WINDOW, total // 10)
+    restarted_at: int | None = None
+    steps_before = 0  # steps of the dead attempt, for the throughput
+
     with torch.random.fork_rng(devices=_rng_devices(dev)), _kernels(dev, deterministic):
         torch.manual_seed(seed)
         _set_format(model, nhwc)
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         opt = _optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
         model.train()
         loop_start = time.perf_counter()
         try:
             while step < total:
                 perm = torch.randperm(n, generator=gen, device=dev)
+                dead = False
                 for b in range(min(steps_per_epoch, total - step)):
                     progress = step / total
                     if max_seconds is not None and step > 0:
@@ -278,6 +303,20 @@ def train(
                         scaler.step(opt)
                         scaler.update()
                     step += 1
+                    if restarted_at is None and step % judge_every == 0 and _has_died(losses, floor):
+                        dead = True
+                        break
+                if dead:  # once: the same start and batches, warmed up
+                    restarted_at, steps_before = step, step
+                    model.load_state_dict(initial)
+                    opt = _optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
+                    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+                    gen.manual_seed(seed)
+                    torch.manual_seed(seed)
+                    warmup = max(warmup, min(math.ceil(RESTART_WARMUP * total), total))
+                    step = 0
+                    losses.clear()
+                    unchecked.clear()
             if unchecked:
                 check_losses(step)
         finally:
@@ -295,12 +334,31 @@ def train(
         epochs=step / steps_per_epoch,
         steps=step,
         seconds=time.perf_counter() - start,
-        images_per_second=step * batch / loop_seconds if loop_seconds > 0 else float("inf"),
+        images_per_second=(steps_before + step) * batch / loop_seconds if loop_seconds > 0 else float("inf"),
         last_lr=rate,
         channels_last=nhwc,
         device=str(dev),
         precision=precision,
+        restarted_at=restarted_at,
     )
+
+
+def dead_loss(y: Tensor, label_smoothing: float = 0.0) -> float:
+    """The training loss of a network that ignores its input, at its best: the entropy of the mean
+    (smoothed) target, ``H((1 - eps) * prior + eps / classes)``, where ``prior`` is the label frequencies
+    of ``y``; ln(classes) for balanced classes, with or without smoothing."""
+    counts = torch.bincount(y.flatten().cpu()).double()
+    mean = (1.0 - label_smoothing) * counts / counts.sum() + label_smoothing / len(counts)
+    mean = mean[mean > 0]
+    return float(-(mean * mean.log()).sum())
+
+
+def _has_died(losses: list[float], floor: float) -> bool:
+    """Whether the last DEAD_WINDOW checked losses average within DEAD_MARGIN of ``floor`` (dead_loss)
+    or above it; never for a floor of 0 (one class: nothing to learn)."""
+    if floor <= 0 or len(losses) < DEAD_WINDOW:
+        return False
+    return sum(losses[-DEAD_WINDOW:]) / DEAD_WINDOW >= (1.0 - DEAD_MARGIN) * floor
 
 
 def _loss_check_every(dev: torch.device) -> int:

@@ -252,6 +252,8 @@ def _final_train_export(
         "train_images": len(data.y_train),
         "train_seconds": round(train_seconds, 2),
     }
+    if result.restarted_at is not None:  # died, and trained again warmed up (train)
+        metrics["restarted_at"] = result.restarted_at
     input_shape = (data.in_channels, *data.image_size)
     export_onnx(
         model,

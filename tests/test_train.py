@@ -13,9 +13,13 @@ from torch import nn
 from nago_spec.data import Dataset, load_dataset
 from nago_spec.errors import TrialError
 from nago_spec.network import Normalize
+import nago_spec.train as train_module
 from nago_spec.train import (
+    DEAD_WINDOW,
+    RESTART_WARMUP,
     Augment,
     TrainResult,
+    dead_loss,
     evaluate,
     in_format,
     lr_at,
@@ -123,10 +127,71 @@ def test_a_small_cnn_learns_digits(digits):
     model = small_cnn(digits)
     r = train(model, digits, epochs=3, batch_size=64, lr=0.1, seed=0)
     assert r.val_accuracy > 0.8
-    assert r.epochs == 3.0
+    assert r.epochs == 3.0 and r.restarted_at is None
     assert model.training  # train() restores the mode it found
     test_acc, test_loss = evaluate(model, digits.x_test, digits.y_test)
     assert test_acc > 0.8 and test_loss < 1.0
+
+
+class Blind(nn.Module):
+    """Ignores its input: its logits are a bias, so its training loss can get no lower than dead_loss."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(1, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)[:, :1] * 0.0)
+
+
+def one_channel_cnn(data: Dataset, seed: int) -> nn.Module:
+    """A 1-channel bottleneck like a generated network's at a small parameter budget: one ReLU for the
+    whole first layer."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        Normalize(data.mean, data.std),
+        nn.Conv2d(data.in_channels, 1, 3, padding=1), nn.BatchNorm2d(1), nn.ReLU(),
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, data.num_classes),
+    )
+
+
+def test_dead_loss_is_the_entropy_of_the_mean_smoothed_target():
+    assert dead_loss(torch.arange(10).repeat(5)) == pytest.approx(math.log(10))
+    assert dead_loss(torch.arange(10).repeat(5), label_smoothing=0.3) == pytest.approx(math.log(10))
+    y = torch.tensor([0, 0, 0, 1])
+    assert dead_loss(y) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    m = (0.9 * 0.75 + 0.05, 0.9 * 0.25 + 0.05)
+    assert dead_loss(y, label_smoothing=0.1) == pytest.approx(-sum(p * math.log(p) for p in m))
+    assert dead_loss(torch.zeros(8, dtype=torch.long)) == 0.0
+
+
+def test_a_training_that_learns_nothing_restarts_once(digits):
+    steps_per_epoch = len(digits.y_train) // 64
+    epochs = math.ceil(DEAD_WINDOW / steps_per_epoch) + 1
+    r = train(Blind(), digits, epochs=epochs, batch_size=64, lr=0.1, seed=0)
+    assert r.restarted_at == DEAD_WINDOW  # judged at the first window; the second attempt is not judged
+    assert r.steps == epochs * steps_per_epoch and r.epochs == epochs
+    assert r.train_loss == pytest.approx(dead_loss(digits.y_train), rel=0.05)
+    short = train(Blind(), digits, epochs=1, batch_size=64, lr=0.1, seed=0)
+    assert short.restarted_at is None  # fewer steps than one window: never judged
+
+
+def test_a_network_that_died_is_revived_by_the_warmed_up_restart(digits, monkeypatch):
+    # seed 0 of this network dies in its first 50 steps at lr 1: one ReLU, off for every pixel
+    dead = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0)
+    assert dead.restarted_at == DEAD_WINDOW and dead.val_accuracy > 0.8
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "_has_died", lambda losses, floor: False)
+        never = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0)
+    assert never.restarted_at is None and never.val_accuracy < 0.15
+    assert never.train_loss == pytest.approx(dead_loss(digits.y_train), rel=0.02)
+    # the restart is the warm-up run: the same start and seed, warmed up over RESTART_WARMUP of the steps
+    steps = 5 * (len(digits.y_train) // 64)
+    warmed = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0,
+                   warmup_epochs=math.ceil(RESTART_WARMUP * steps) / (steps / 5))
+    assert warmed.restarted_at is None
+    assert (warmed.val_accuracy, warmed.val_loss, warmed.train_loss) == (dead.val_accuracy, dead.val_loss, dead.train_loss)
 
 
 def test_evaluate_and_predict_logits_agree_and_restore_mode(digits):
