@@ -162,6 +162,17 @@ def fallback_lines(trials: Sequence[TrialRecord], strategy: str) -> list[str]:
                     for why, ids in groups.items()]
 
 
+def restart_lines(trials: Sequence[TrialRecord]) -> list[str]:
+    """report.md's account of the trials whose training died and was restarted warmed up
+    (nago_spec.train; a sample's ``train.restarted_at``); [] when there are none."""
+    ids = [t.id for t in trials if any("restarted_at" in (s.get("train") or {}) for s in t.samples)]
+    if not ids:
+        return []
+    return [f"- restarted trainings: {len(ids)} of {len(trials)} trials died in training (their loss stayed at "
+            "that of a network that ignores its input) and trained again from the same start, warmed up: "
+            f"trial{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"]
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns))
@@ -334,6 +345,7 @@ def write_report(
         "- trials: " + ", ".join(f"{n} {s.value.lower()}" for s, n in states.items() if n),
     ]
     lines += fallback_lines(every, strategy)
+    lines += restart_lines(every)
     if wall_seconds is not None:
         lines.append(f"- wall time: {wall_seconds:.1f} s")
     if history:
@@ -444,6 +456,10 @@ def _final_section(m: dict[str, Any]) -> list[str]:
               ("ONNX files in models/ (raw pixels in, normalisation inside; see models/manifest.json). "
                "Latency: median of one forward pass, one thread, onnxruntime next to torch eager."), ""]
     lines += _md_table(rows, [*cols, "max abs(ort - torch)"])
+    restarted = [e["file"] for e in m["models"] if e["metrics"].get("restarted_at") is not None]
+    if restarted:
+        lines += ["", ("Final trainings that died and were restarted from the same start, warmed up: "
+                       + ", ".join(restarted) + " (manifest.json: `metrics.restarted_at`).")]
     lines += _quantized_section(m["models"])
     if m["failed"]:
         lines += ["", "Failed final trainings:", ""]

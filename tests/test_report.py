@@ -164,3 +164,30 @@ def test_report_md_says_when_the_final_training_lost_to_the_search():
     assert "try it without the augmentation" in text
     manifest["points"] = [point(7, False)]
     assert "lost accuracy" not in "\n".join(_final_section(manifest))
+
+
+def test_report_md_names_the_trainings_that_died_and_restarted(tmp_path):
+    from nago_spec.report import _final_section
+
+    revived = TrialRecord(5, TrialState.COMPLETE, {"x": 5}, {"error": 0.2, "params": 7000.0},
+                          samples=[{"sample": 0, "train": {"val_accuracy": 0.8, "restarted_at": 50}}],
+                          started=5.0, finished=5.5)
+    write_report(tmp_path, name="t", strategy="bo", budget=6, trials=[*TRIALS, revived], param_names=["x"],
+                 objectives=OBJ, constraints=(), wall_seconds=3.0)
+    md = (tmp_path / "report.md").read_text()
+    assert "- restarted trainings: 1 of 6 trials died in training" in md
+    assert "warmed up: trial 5\n" in md
+    write_report(tmp_path, name="t", strategy="bo", budget=5, trials=TRIALS, param_names=["x"], objectives=OBJ,
+                 constraints=(), wall_seconds=3.0)
+    assert "restarted" not in (tmp_path / "report.md").read_text()
+
+    def model(file, metrics):
+        return {"file": file, "params": 7000, "parity_max_abs_diff": 1e-6,
+                "metrics": {"test_accuracy": 0.9, "val_accuracy": 0.9, **metrics}}
+
+    manifest = {"final": {"samples": 1, "epochs": 15, "lr": 0.1, "batch_size": 128,
+                          "augment": {"crop_padding": 0, "flip": False, "cutout": 0}},
+                "points": [], "models": [model("trial_5_s0.onnx", {"restarted_at": 600}), model("trial_0_s0.onnx", {})],
+                "failed": []}
+    text = "\n".join(_final_section(manifest))
+    assert "died and were restarted from the same start, warmed up: trial_5_s0.onnx (manifest" in text
