@@ -198,8 +198,8 @@ def train(
     DEAD_WINDOW) restarts once from its initial weights and the same seed, warmed up over at least
     RESTART_WARMUP of its steps; ``restarted_at`` reports it. A second death is returned as it is.
 
-    ``max_seconds`` caps the training time (at least one step is taken; a restart's time counts). Once the pace so far
-    (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
+    ``max_seconds`` caps the training time, a restart's included (at least one step is taken). Once
+    the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
     progress becomes the larger of the steps done and the time spent, so a capped run still
     anneals to 0 when the time runs out instead of stopping at a high rate. A run on pace to
     finish in time keeps the step schedule.
@@ -256,7 +256,7 @@ def train(
         losses.extend(values)
         unchecked.clear()
 
-    floor = dead_loss(y_train, label_smoothing)
+    floor = dead_loss(y_train, label_smoothing, data.num_classes)
     judge_every = max(DEAD_WINDOW, total // 10)
     restarted_at: int | None = None
     steps_before = 0  # steps of the dead attempt, for the throughput
@@ -343,11 +343,12 @@ def train(
     )
 
 
-def dead_loss(y: Tensor, label_smoothing: float = 0.0) -> float:
+def dead_loss(y: Tensor, label_smoothing: float = 0.0, classes: int = 0) -> float:
     """The training loss of a network that ignores its input, at its best: the entropy of the mean
     (smoothed) target, ``H((1 - eps) * prior + eps / classes)``, where ``prior`` is the label frequencies
-    of ``y``; ln(classes) for balanced classes, with or without smoothing."""
-    counts = torch.bincount(y.flatten().cpu()).double()
+    of ``y`` over ``classes`` (at least max(y) + 1); ln(classes) for balanced classes, with or without
+    smoothing."""
+    counts = torch.bincount(y.flatten().cpu(), minlength=classes).double()
     mean = (1.0 - label_smoothing) * counts / counts.sum() + label_smoothing / len(counts)
     mean = mean[mean > 0]
     return float(-(mean * mean.log()).sum())

@@ -164,6 +164,9 @@ def test_dead_loss_is_the_entropy_of_the_mean_smoothed_target():
     m = (0.9 * 0.75 + 0.05, 0.9 * 0.25 + 0.05)
     assert dead_loss(y, label_smoothing=0.1) == pytest.approx(-sum(p * math.log(p) for p in m))
     assert dead_loss(torch.zeros(8, dtype=torch.long)) == 0.0
+    # a class absent from the training labels still takes its share of the smoothing
+    m = (0.9 * 0.75 + 0.1 / 3, 0.9 * 0.25 + 0.1 / 3, 0.1 / 3)
+    assert dead_loss(y, label_smoothing=0.1, classes=3) == pytest.approx(-sum(p * math.log(p) for p in m))
 
 
 def test_a_training_that_learns_nothing_restarts_once(digits):
