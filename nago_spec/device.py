@@ -13,7 +13,8 @@ The rules, each a pure function of what torch reports so that tests can simulate
   ``CUDA_VISIBLE_DEVICES`` names it), so inside it its GPU is always ``cuda:0`` and nothing it does
   can touch another.
 - ``ray_device``: a Ray task that claimed GPUs trains on the first GPU Ray gave it.
-- ``resolve_precision``: "auto" is bf16 autocast on a GPU that supports it, else fp32.
+- ``resolve_precision``: "auto" is fp32 everywhere (on a GPU, cuDNN's TF32 convolutions): on an
+  H200, bf16 autocast made a generated network's training step 1.3 to 1.8 times slower (docs/RESULTS.md §7).
 """
 
 from __future__ import annotations
@@ -195,13 +196,16 @@ def ray_device(gpu_ids: Sequence[int | str], visible_at_init: Sequence[str] | No
 def resolve_precision(precision: str, device: str, bf16_supported: bool) -> str:
     """The precision a trial on ``device`` trains in: "fp32", "bf16" or "fp16".
 
-    "auto": bf16 autocast on a CUDA GPU that supports it, else fp32 (on the CPU bf16 is faster on
-    some processors but changes the numbers the search compares, so it is opt-in). Raises
-    DeviceError for a precision the device cannot run.
+    "auto": fp32 on every device. On a GPU bf16 autocast was slower in each of the 12 cases of the first
+    H200 measurement (benchmarks/bench_gpu.py: networks of 10 to 300 ops, NCHW and channels_last,
+    cuDNN autotuning off and on; 1.3 to 1.8 times the fp32 step, whose convolutions run in TF32): a
+    generated network's step is launch-bound, and autocast adds a cast kernel per layer. On the CPU
+    bf16 is faster on some processors but changes the numbers the search compares. So bf16 and fp16
+    are opt-in everywhere. Raises DeviceError for a precision the device cannot run.
     """
     kind = device.partition(":")[0]
     if precision == "auto":
-        return "bf16" if kind == "cuda" and bf16_supported else "fp32"
+        return "fp32"
     if precision == "fp16" and kind != "cuda":
         raise DeviceError(f"fp16 training needs a CUDA GPU (it trains with a gradient scaler); this trial "
                           f"runs on {device}")
