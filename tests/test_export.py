@@ -218,13 +218,15 @@ def test_export_trials_names_the_points_in_its_order(tiny_spec, tmp_path, capsys
     assert err == f"{spec}: [export].trials = [7, 1, 2]: no complete trial 7 in this run (complete: 0-2)"
     assert _stamps(out) == first  # nothing trained, nothing deleted
     # all the named points, in the order given: [export].max_models = 1 caps the selection, not these
+    # 4 epochs: at 2, trial 0's sample 1 learns on one processor (AMD EPYC) and stays at 13.6 % on another
+    # (an Intel Xeon), where the check of a model that did not learn fails it
     spec.write_text(text.replace("[export]\n", "[export]\ntrials = [2, 0]\n")
-                    .replace("final_epochs = 1.0", "final_epochs = 2"))
+                    .replace("final_epochs = 1.0", "final_epochs = 4"))
     export_run(out, "quiet")
     m = _manifest(out)
     assert [p["trial"] for p in m["points"]] == [2, 0]
     assert sorted(_stamps(out)) == ["trial_0_s0.onnx", "trial_0_s1.onnx", "trial_2_s0.onnx", "trial_2_s1.onnx"]
-    assert {x["metrics"]["final_epochs"] for x in m["models"]} == {2.0}
+    assert {x["metrics"]["final_epochs"] for x in m["models"]} == {4.0}
 
 
 def test_a_final_training_that_did_not_learn_fails_its_model_instead_of_exporting_it(tiny_spec, tmp_path):
