@@ -14,7 +14,7 @@ The rules, each a pure function of what torch reports so that tests can simulate
   can touch another.
 - ``ray_device``: a Ray task that claimed GPUs trains on the first GPU Ray gave it.
 - ``resolve_precision``: "auto" is fp32 everywhere (on a GPU, cuDNN's TF32 convolutions): on an
-  H200, bf16 autocast made a generated network's training step 1.3 to 1.8 times slower (docs/RESULTS.md §7).
+  H200, bf16 autocast made a generated network's training step 1.2 to 1.8 times slower (docs/RESULTS.md §7).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def resolve_precision(precision: str, device: str, bf16_supported: bool) -> str:
 
     "auto": fp32 on every device. On a GPU bf16 autocast was slower in each of the 12 cases of the first
     H200 measurement (benchmarks/bench_gpu.py: networks of 10 to 300 ops, NCHW and channels_last,
-    cuDNN autotuning off and on; 1.3 to 1.8 times the fp32 step, whose convolutions run in TF32): a
+    cuDNN autotuning off and on; 1.2 to 1.8 times the fp32 step, whose convolutions run in TF32): a
     generated network's step is launch-bound, and autocast adds a cast kernel per layer. On the CPU
     bf16 is faster on some processors but changes the numbers the search compares. So bf16 and fp16
     are opt-in everywhere. Raises DeviceError for a precision the device cannot run.

@@ -20,7 +20,7 @@ benchmarks/bench_train.py at one thread, every format explicit:
 
 On a GPU (``device``): the data live on the device, batches, permutations and augmentation are
 drawn there, and the loss reaches the host every LOSS_CHECK_EVERY steps, so a step makes no host
-copy or sync; ``precision="auto"`` is fp32 there too (resolve_precision: bf16 autocast was 1.3 to 1.8
+copy or sync; ``precision="auto"`` is fp32 there too (resolve_precision: bf16 autocast was 1.2 to 1.8
 times slower a step on an H200). cuDNN autotuning stays off (it did not pay consistently there), and
 torch.compile is not used (it paid only after 1,675 steps of one network; docs/RESULTS.md §7).
 """
