@@ -408,7 +408,8 @@ def dies(params):
 def _stderr_or_stacks(proc: subprocess.Popen, timeout: float) -> str:
     """The stderr of ``proc`` once it exits; past ``timeout``, a failure showing what it is stuck on: the
     processes left (``ps``) and every thread's stack (the command runs with PYTHONFAULTHANDLER=1, so
-    SIGABRT makes it print them). This test once hung in two full-suite runs and never alone."""
+    SIGABRT makes it print them). This test hung in three full-suite runs and never alone; the third's
+    stacks showed why (test_a_signal_the_kernel_hands_to_another_thread_still_stops_the_wait_for_trials)."""
     try:
         return proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
@@ -421,6 +422,40 @@ def _stderr_or_stacks(proc: subprocess.Popen, timeout: float) -> str:
         _, err = proc.communicate(timeout=30)
         pytest.fail(f"nago run did not exit {timeout:g} s after SIGINT; its children:\n" + "\n".join(family)
                     + f"\nits stderr, with its threads' stacks:\n{err}")
+
+
+def test_a_signal_the_kernel_hands_to_another_thread_still_stops_the_wait_for_trials():
+    """The retry-counter test below hung in full-suite runs (30 November and 1 December). Its stacks: the
+    `nago run` main thread in an untimed futures.wait for the trial (which sleeps for 120 s), the backend's
+    dispatcher thread in select. The kernel may deliver a process's SIGINT to any thread that does not
+    block it; Python acts on it only in the main thread, which never woke up. wait_any waits in slices."""
+    import select
+    import threading
+    from concurrent.futures import Future
+
+    from nago_spec.runners.run import SIGNAL_POLL_SECONDS, wait_any
+
+    r, w = os.pipe()
+    waiting = threading.Event()
+
+    def dispatcher():  # as the process backend's: blocked in select on its workers' pipes
+        waiting.set()
+        select.select([r], [], [])
+
+    thread = threading.Thread(target=dispatcher, daemon=True)
+    thread.start()
+    waiting.wait()
+    threading.Timer(0.2, signal.pthread_kill, (thread.ident, signal.SIGINT)).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            wait_any([Future()])  # a trial that never ends
+    finally:
+        os.write(w, b"x")
+        thread.join(5)
+        os.close(r)
+        os.close(w)
+    assert time.monotonic() - start < 0.2 + SIGNAL_POLL_SECONDS + 2
 
 
 def test_the_retry_counter_of_a_trial_whose_worker_died_survives_resume(tmp_path):
