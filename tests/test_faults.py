@@ -448,10 +448,11 @@ def test_nago_unblocks_the_ctrl_c_its_launcher_blocked(tmp_path):
 
 
 def test_a_signal_the_kernel_hands_to_another_thread_still_stops_the_wait_for_trials():
-    """The retry-counter test below hung in full-suite runs (30 November and 1 December). Its stacks: the
-    `nago run` main thread in an untimed futures.wait for the trial (which sleeps for 120 s), the backend's
-    dispatcher thread in select. The kernel may deliver a process's SIGINT to any thread that does not
-    block it; Python acts on it only in the main thread, which never woke up. wait_any waits in slices."""
+    """The retry-counter test below hung in full-suite runs, its stacks showing the `nago run` main thread in
+    an untimed futures.wait for the trial and the backend's dispatcher thread in select. One way to get
+    there: the kernel may deliver a process's SIGINT to any thread that does not block it, and Python acts
+    on it only when the main thread runs. wait_any waits in slices, so it does. (That was not the hang's
+    cause: it came back with wait_any; see test_nago_unblocks_the_ctrl_c_its_launcher_blocked.)"""
     import select
     import threading
     from concurrent.futures import Future
@@ -468,6 +469,7 @@ def test_a_signal_the_kernel_hands_to_another_thread_still_stops_the_wait_for_tr
     thread = threading.Thread(target=dispatcher, daemon=True)
     thread.start()
     waiting.wait()
+
     class Stopped(Exception):
         pass
 
