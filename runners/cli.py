@@ -273,10 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     on_main_thread = threading.current_thread() is threading.main_thread()
-    if on_main_thread:
-        # Ctrl-C and SIGTERM must reach this command even where its launcher blocked them: a blocked mask is
-        # inherited through fork and exec (as from a process that had run Ray), and a run would never stop
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         return _main(args)

@@ -257,21 +257,6 @@ def _report(spec: Spec, run_dir: Path, trials: list[TrialRecord], problem, wall:
     )
 
 
-#: The longest the main thread sleeps in one wait for a trial or a model. The kernel may hand a signal meant
-#: for the process (Ctrl-C, SIGTERM) to another thread, the backend's dispatcher, say; Python then acts on
-#: it only when the main thread runs again, so an untimed wait on a trial that never ends would never stop.
-SIGNAL_POLL_SECONDS = 0.5
-
-
-def wait_any(futures: Sequence[Future]) -> set[Future]:
-    """The finished ones of ``futures``, once at least one is: ``wait(FIRST_COMPLETED)`` in slices of
-    SIGNAL_POLL_SECONDS, so that a pending KeyboardInterrupt or Terminated is raised within one slice."""
-    while True:
-        done, _ = wait(futures, timeout=SIGNAL_POLL_SECONDS, return_when=FIRST_COMPLETED)
-        if done:
-            return done
-
-
 def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progress: Progress, problem,
             clock: Callable[[], float] | None = None) -> None:
     """Keep every worker busy until ``budget`` trials are finished (COMPLETE or FAILED).
@@ -312,7 +297,7 @@ def _search(spec, run_dir: Path, store: Store, strategy, backend: Backend, progr
             progress.running(len(running))
         if not running:
             break
-        done = wait_any(list(running))
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
         for fut in sorted(done, key=lambda f: running[f]):
             tid = running.pop(fut)
             out, retry = retries.settle(f"trial {tid}", fut)
@@ -521,7 +506,7 @@ def export_models(spec: Spec, run_dir: Path, chosen: list[TrialRecord], backend:
                 fut = backend.submit(worker.final_train_export, spec, str(run_dir), t.id, t.params, k,
                                      str(models_dir / f"trial_{t.id}_s{k}.onnx"), t.config)
                 running[fut] = (t, k)
-            finished = wait_any(list(running))
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
                 t, k = running.pop(fut)
                 out, retry = retries.settle(f"final {key} trial {t.id} sample {k}", fut)
