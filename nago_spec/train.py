@@ -199,10 +199,10 @@ def train(
     RESTART_WARMUP of its steps; ``restarted_at`` reports it. A second death is returned as it is.
 
     ``max_seconds`` caps the training time, a restart's included (at least one step is taken). Once
-    the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the schedule's
-    progress becomes the larger of the steps done and the time spent, so a capped run still
-    anneals to 0 when the time runs out instead of stopping at a high rate. A run on pace to
-    finish in time keeps the step schedule.
+    the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the
+    schedule's progress becomes the larger of the steps done and the time spent, so a capped run still
+    anneals to 0 when the time runs out instead of stopping at a high rate. A run on pace to finish in
+    time keeps the step schedule.
 
     The global RNG (dropout) is reseeded from ``seed`` inside ``fork_rng``: the same weights and
     seed give identical results on one device unless the time cap binds, and the caller's RNG state
@@ -258,8 +258,7 @@ def train(
 
     floor = dead_loss(y_train, label_smoothing, data.num_classes)
     judge_every = max(DEAD_WINDOW, total // 10)
-    restarted_at: int | None = None
-    steps_before = 0  # steps of the dead attempt, for the throughput
+    restarted_at: int | None = None  # the dead attempt's steps, when there was one
 
     with torch.random.fork_rng(devices=_rng_devices(dev)), _kernels(dev, deterministic):
         torch.manual_seed(seed)
@@ -307,13 +306,13 @@ def train(
                         dead = True
                         break
                 if dead:  # once: the same start and batches, warmed up
-                    restarted_at, steps_before = step, step
+                    restarted_at = step
                     model.load_state_dict(initial)
                     opt = _optimizer(model, optimizer, lr, momentum, nesterov, weight_decay)
                     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
                     gen.manual_seed(seed)
                     torch.manual_seed(seed)
-                    warmup = max(warmup, min(math.ceil(RESTART_WARMUP * total), total))
+                    warmup = max(warmup, math.ceil(RESTART_WARMUP * total))
                     step = 0
                     losses.clear()
                     unchecked.clear()
@@ -334,7 +333,7 @@ def train(
         epochs=step / steps_per_epoch,
         steps=step,
         seconds=time.perf_counter() - start,
-        images_per_second=(steps_before + step) * batch / loop_seconds if loop_seconds > 0 else float("inf"),
+        images_per_second=((restarted_at or 0) + step) * batch / loop_seconds if loop_seconds > 0 else float("inf"),
         last_lr=rate,
         channels_last=nhwc,
         device=str(dev),
