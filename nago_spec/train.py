@@ -100,6 +100,10 @@ DEAD_MARGIN = 0.01
 #: this share of its steps (at least). 0.1 and 0.2 of a 1-epoch training both revived the network
 #: above, 0.05 did not.
 RESTART_WARMUP = 0.2
+#: ... and over at least this many steps (or half the training, if shorter): what revives a network
+#: is the number of small steps, not their share. Measured (docs/RESULTS.md §1, §3): warm-ups of 15
+#: and 21 steps left 3 networks dead, 30 and 42 steps revived all 3 (50 steps, one of two tried).
+RESTART_MIN_WARMUP_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,8 @@ def train(
 
     A training that has died (the loss no lower than a network that ignores its input scores, see
     DEAD_WINDOW) restarts once from its initial weights and the same seed, warmed up over at least
-    RESTART_WARMUP of its steps; ``restarted_at`` reports it. A second death is returned as it is.
+    RESTART_WARMUP of its steps and RESTART_MIN_WARMUP_STEPS (or half of them); ``restarted_at``
+    reports it. A second death is returned as it is.
 
     ``max_seconds`` caps the training time, a restart's included (at least one step is taken). Once
     the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the
@@ -312,7 +317,8 @@ def train(
                     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
                     gen.manual_seed(seed)
                     torch.manual_seed(seed)
-                    warmup = max(warmup, math.ceil(RESTART_WARMUP * total))
+                    warmup = max(warmup, math.ceil(RESTART_WARMUP * total),
+                                 min(RESTART_MIN_WARMUP_STEPS, total // 2))
                     step = 0
                     losses.clear()
                     unchecked.clear()
