@@ -103,7 +103,7 @@ RESTART_WARMUP = 0.2
 #: ... and over at least this many steps (or half the training, if shorter): what revives a network
 #: is the number of small steps, not their share. Measured (docs/RESULTS.md §1, §3): warm-ups of 15
 #: and 21 steps left 3 networks dead, 30 and 42 steps revived all 3 (50 steps, one of two tried). A
-#: second chance, not a cure: at this floor the restarts of §1's seed-2 runs revived 1 of 5 networks.
+#: second chance, not a cure: at this floor the restarts of §1's seeds 2 and 3 revived 6 of 13 networks.
 RESTART_MIN_WARMUP_STEPS = 30
 
 
