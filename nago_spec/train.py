@@ -107,6 +107,11 @@ RESTART_WARMUP = 0.2
 RESTART_MIN_WARMUP_STEPS = 30
 
 
+def restart_warmup(total: int) -> int:
+    """The warm-up steps of a dead training's restart, for a training of ``total`` steps."""
+    return max(math.ceil(RESTART_WARMUP * total), min(RESTART_MIN_WARMUP_STEPS, total // 2))
+
+
 @dataclass(frozen=True)
 class Augment:
     """Augmentation of raw training batches on the tensors (no PIL, no worker processes).
@@ -201,8 +206,7 @@ def train(
 
     A training that has died (the loss no lower than a network that ignores its input scores, see
     DEAD_WINDOW) restarts once from its initial weights and the same seed, warmed up over at least
-    RESTART_WARMUP of its steps and RESTART_MIN_WARMUP_STEPS (or half of them); ``restarted_at``
-    reports it. A second death is returned as it is.
+    ``restart_warmup(steps)``; ``restarted_at`` reports it. A second death is returned as it is.
 
     ``max_seconds`` caps the training time, a restart's included (at least one step is taken). Once
     the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the
@@ -318,8 +322,7 @@ def train(
                     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
                     gen.manual_seed(seed)
                     torch.manual_seed(seed)
-                    warmup = max(warmup, math.ceil(RESTART_WARMUP * total),
-                                 min(RESTART_MIN_WARMUP_STEPS, total // 2))
+                    warmup = max(warmup, restart_warmup(total))
                     step = 0
                     losses.clear()
                     unchecked.clear()

@@ -26,6 +26,7 @@ from nago_spec.train import (
     lr_at,
     param_groups,
     predict_logits,
+    restart_warmup,
     train,
     wants_channels_last,
 )
@@ -190,15 +191,18 @@ def test_a_network_that_died_is_revived_by_the_warmed_up_restart(digits, monkeyp
         never = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0)
     assert never.restarted_at is None and never.val_accuracy < 0.15
     assert never.train_loss == pytest.approx(dead_loss(digits.y_train), rel=0.02)
-    # the restart is the warm-up run: the same start and seed, warmed up over RESTART_WARMUP of the steps,
-    # and at least RESTART_MIN_WARMUP_STEPS of them (or half)
+    # the restart is the warm-up run: the same start and seed, warmed up over restart_warmup(steps)
     steps = 5 * (len(digits.y_train) // 64)
-    warmup = max(math.ceil(RESTART_WARMUP * steps), min(RESTART_MIN_WARMUP_STEPS, steps // 2))
     warmed = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0,
-                   warmup_epochs=warmup / (steps / 5))
+                   warmup_epochs=restart_warmup(steps) / (steps / 5))
     assert warmed.restarted_at is None
     same = ("val_accuracy", "val_loss", "train_loss", "steps")
     assert [getattr(warmed, k) for k in same] == [getattr(dead, k) for k in same]
+
+
+def test_the_restart_warms_up_over_a_fifth_of_the_steps_and_at_least_30_or_half():
+    assert RESTART_WARMUP == 0.2 and RESTART_MIN_WARMUP_STEPS == 30
+    assert [restart_warmup(n) for n in (55, 75, 150, 151, 422)] == [27, 30, 30, 31, 85]
 
 
 def test_a_short_training_that_died_restarts_with_a_warm_up_of_at_least_min_steps(digits):
