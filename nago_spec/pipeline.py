@@ -266,7 +266,10 @@ class Evaluator:
         the architectures are sampled with ``config``'s seeds, so a promotion trains the very
         networks its lower rung did, for longer or on more data.
 
-        Raises TrialError for anything that makes the point unusable (NaN loss, a bad objective value).
+        Raises TrialError for anything that makes the point unusable (NaN loss, a bad objective value),
+        and when none of its networks learned (``_did_not_learn``): a network that answers no better
+        than chance is no point of an accuracy/size front, however small, and the optimiser should
+        learn where such networks are (bo's success model) rather than take them for cheap ones.
         """
         fidelity = self.spec.search.fidelity
         if budget is not None and fidelity is None:
@@ -294,7 +297,7 @@ class Evaluator:
         from nago_spec.train import on_device
 
         data = on_device(data, device)  # the worker's cached copy is there already: no copy
-        samples = []
+        samples, dead = [], []
         for s in range(t.samples_per_point):
             seed = sample_seed(self.spec.seed, trial_id, s)
             start = time.perf_counter()
@@ -325,8 +328,11 @@ class Evaluator:
             )
             if result.restarted_at is not None:  # died, and trained again warmed up (train)
                 samples[-1]["train"]["restarted_at"] = result.restarted_at
+            dead.append(_did_not_learn(result, data))
             if ctx.extra:  # side results of objectives (the latency spread, ...)
                 samples[-1]["extra"] = dict(ctx.extra)
+        if all(dead):
+            raise TrialError(dead[0] if len(dead) == 1 else f"none of its {len(dead)} networks learned; the first: {dead[0]}")
         mean = {n: sum(smp["values"][n] for smp in samples) / len(samples) for n in names}
         return mean, samples
 
@@ -360,6 +366,26 @@ class Evaluator:
                 value = _as_float(raw, name)
             out[name] = value
         return out
+
+
+def _did_not_learn(result: Any, data: Any) -> str | None:
+    """Why the network of a training ``result`` (nago_spec.train.TrainResult) did not learn, or None when it
+    did: its training ended dead (``result.dead``: the loss of the last steps no lower than a network
+    that ignores its input scores, restart included) and its validation accuracy is at chance
+    (nago_spec.train.at_chance). Either alone is not enough: a short training is never judged dead, and
+    a network still at chance after a few steps may be learning: a smoke run's trainings are not failed."""
+    from nago_spec.train import DEAD_WINDOW, at_chance
+
+    chance, majority = at_chance(result.val_accuracy, data.y_val)
+    if not (result.dead and chance):
+        return None
+    died = (f"died by step {result.restarted_at} and again after a warmed-up restart"
+            if result.restarted_at is not None else "died")
+    return (f"the network did not learn: its training {died} (the mean loss of its last {DEAD_WINDOW} steps no "
+            f"lower than a network's that ignores its input); it answers {result.val_accuracy:.1%} of the "
+            f"validation images right, within two standard errors of always answering the most frequent class "
+            f"({majority:.1%}). Networks die this way at too high a learning rate, narrow ones first: lower "
+            f"[train].lr or add [train].warmup_epochs")
 
 
 def _as_float(raw: Any, name: str) -> float:

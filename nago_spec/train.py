@@ -59,7 +59,9 @@ class TrainResult:
     ``last_lr`` the learning rate of the last step; ``channels_last`` whether it trained in that
     memory format; ``device`` and ``precision`` where and how it trained. ``restarted_at``: the step
     (from 1) at which the first attempt was found dead and training restarted with a warm-up (see
-    train), None when it was not; ``epochs`` and ``steps`` are then the second attempt's.
+    train), None when it was not; ``epochs`` and ``steps`` are then the second attempt's. ``dead``: the
+    attempt returned ended dead, its last DEAD_WINDOW losses still at a constant output's level (a
+    second death, or one after the last judgement); see at_chance for what the caller makes of it.
     """
 
     val_accuracy: float
@@ -74,6 +76,7 @@ class TrainResult:
     device: str = "cpu"
     precision: str = "fp32"
     restarted_at: int | None = None
+    dead: bool = False
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -206,7 +209,8 @@ def train(
 
     A training that has died (the loss no lower than a network that ignores its input scores, see
     DEAD_WINDOW) restarts once from its initial weights and the same seed, warmed up over at least
-    ``restart_warmup(steps)``; ``restarted_at`` reports it. A second death is returned as it is.
+    ``restart_warmup(steps)``; ``restarted_at`` reports it. A second death is returned as it is, with
+    ``dead`` set.
 
     ``max_seconds`` caps the training time, a restart's included (at least one step is taken). Once
     the pace so far (judged after TIME_JUDGED_AFTER of the cap) projects the steps to overrun it, the
@@ -349,6 +353,7 @@ def train(
         device=str(dev),
         precision=precision,
         restarted_at=restarted_at,
+        dead=_has_died(losses, floor),
     )
 
 
@@ -361,6 +366,17 @@ def dead_loss(y: Tensor, label_smoothing: float = 0.0, classes: int = 0) -> floa
     mean = (1.0 - label_smoothing) * counts / counts.sum() + label_smoothing / len(counts)
     mean = mean[mean > 0]
     return float(-(mean * mean.log()).sum())
+
+
+def at_chance(val_accuracy: float, y_val: Tensor) -> tuple[bool, float]:
+    """Whether ``val_accuracy`` is no better than always answering the most frequent class of ``y_val``,
+    within two standard errors of that rate, and that rate; (False, rate) without validation images or
+    with one class."""
+    n = len(y_val)
+    if n == 0:
+        return False, 0.0
+    majority = torch.bincount(y_val.flatten().cpu()).max().item() / n
+    return majority < 1 and val_accuracy <= majority + 2 * math.sqrt(majority * (1 - majority) / n), majority
 
 
 def _has_died(losses: list[float], floor: float) -> bool:

@@ -198,21 +198,15 @@ def final_train_export(
 
 def _check_learned(val_accuracy: float, y_val: Any, test_loss: float) -> None:
     """Refuse a final model that does no better than always answering the validation split's most frequent
-    class, within two standard errors of that rate: a final training that diverged (dead features, one
-    answer for every image) or was far too short must not reach the deployable set; the failed model
-    keeps the reason."""
-    import math
+    class (nago_spec.train.at_chance): a final training that diverged (dead features, one answer for every
+    image) or was far too short must not reach the deployable set; the failed model keeps the reason."""
+    from nago_spec.train import at_chance
 
-    import torch
-
-    n = len(y_val)
-    if n == 0:
-        return
-    majority = torch.bincount(y_val.cpu()).max().item() / n
-    if majority < 1 and val_accuracy <= majority + 2 * math.sqrt(majority * (1 - majority) / n):
+    chance, majority = at_chance(val_accuracy, y_val)
+    if chance:
         raise TrialError(
             f"the final training did not learn: {val_accuracy:.1%} validation accuracy, within two standard "
-            f"errors of always answering the most frequent class ({majority:.1%} of {n} images; test loss "
+            f"errors of always answering the most frequent class ({majority:.1%} of {len(y_val)} images; test loss "
             f"{test_loss:.4f}). Train it longer ([export].final_epochs) or, if it diverged, lower [export].lr or "
             "add [export].warmup_epochs; then run the spec again")
 

@@ -135,6 +135,29 @@ def test_network_evaluation_trains_and_scores(tiny_spec):
     assert samples[0]["train"]["epochs"] == 1.0
 
 
+def test_a_network_whose_training_died_twice_fails_its_trial_with_the_reason(tiny_spec, tmp_path):
+    # issue 23: dead networks (loss ln 10, 10 % accuracy) were COMPLETE at 0.9 error, the smallest points
+    # of every front, and bo took them for cheap good ones. At lr 10 this network dies in its first 50
+    # steps (of 72) and again after the restart; at lr 0.1 it learns.
+    from nago_spec.runners.worker import load_data
+
+    path = tmp_path / "hot.toml"
+    calm = tiny_spec.read_text().replace("epochs = 1\n", "epochs = 4\n")
+    path.write_text(calm.replace("lr = 0.1", "lr = 10.0"))
+    spec = load_spec(path)
+    data = load_data(spec)
+    params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
+    with pytest.raises(TrialError) as info:
+        Evaluator(spec).evaluate(params, 0, data)
+    assert str(info.value).startswith(
+        "the network did not learn: its training died by step 50 and again after a warmed-up restart (the mean "
+        "loss of its last 50 steps no lower than a network's that ignores its input); it answers "), str(info.value)
+    assert "always answering the most frequent class (10.1%). Networks die this way" in str(info.value)
+    path.write_text(calm)
+    values, samples = Evaluator(load_spec(path)).evaluate(params, 0, data)
+    assert values["error"] < 0.5 and "restarted_at" not in samples[0]["train"]
+
+
 # --- kind = "rnag" --------------------------------------------------------------------------------------
 
 RNAG_SPEC = """

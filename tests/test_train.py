@@ -20,6 +20,7 @@ from nago_spec.train import (
     RESTART_WARMUP,
     Augment,
     TrainResult,
+    at_chance,
     dead_loss,
     evaluate,
     in_format,
@@ -129,7 +130,7 @@ def test_a_small_cnn_learns_digits(digits):
     model = small_cnn(digits)
     r = train(model, digits, epochs=3, batch_size=64, lr=0.1, seed=0)
     assert r.val_accuracy > 0.8
-    assert r.epochs == 3.0 and r.restarted_at is None
+    assert r.epochs == 3.0 and r.restarted_at is None and not r.dead
     assert model.training  # train() restores the mode it found
     test_acc, test_loss = evaluate(model, digits.x_test, digits.y_test)
     assert test_acc > 0.8 and test_loss < 1.0
@@ -178,14 +179,15 @@ def test_a_training_that_learns_nothing_restarts_once(digits):
     assert r.restarted_at == DEAD_WINDOW  # judged at the first window; the second attempt is not judged
     assert r.steps == epochs * steps_per_epoch and r.epochs == epochs
     assert r.train_loss == pytest.approx(dead_loss(digits.y_train), rel=0.05)
+    assert r.dead  # the second attempt died too: reported, for the caller to judge (pipeline._did_not_learn)
     short = train(Blind(), digits, epochs=1, batch_size=64, lr=0.1, seed=0)
-    assert short.restarted_at is None  # fewer steps than one window: never judged
+    assert short.restarted_at is None and not short.dead  # fewer steps than one window: never judged
 
 
 def test_a_network_that_died_is_revived_by_the_warmed_up_restart(digits, monkeypatch):
     # seed 0 of this network dies in its first 50 steps at lr 1: one ReLU, off for every pixel
     dead = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0)
-    assert dead.restarted_at == DEAD_WINDOW and dead.val_accuracy > 0.8
+    assert dead.restarted_at == DEAD_WINDOW and dead.val_accuracy > 0.8 and not dead.dead
     with monkeypatch.context() as m:
         m.setattr(train_module, "_has_died", lambda losses, floor: False)
         never = train(one_channel_cnn(digits, 0), digits, epochs=5, batch_size=64, lr=1.0, seed=0)
@@ -217,6 +219,14 @@ def test_a_short_training_that_died_restarts_with_a_warm_up_of_at_least_min_step
                    warmup_epochs=RESTART_MIN_WARMUP_STEPS / steps_per_epoch)
     same = ("val_accuracy", "val_loss", "train_loss", "steps")
     assert [getattr(warmed, k) for k in same] == [getattr(dead, k) for k in same]
+
+
+def test_at_chance_is_within_two_standard_errors_of_the_most_frequent_class():
+    y = torch.tensor([0] * 60 + [1] * 40)  # majority 0.6, standard error sqrt(0.24 / 100) = 0.049
+    assert at_chance(0.6, y) == (True, 0.6)
+    assert at_chance(0.69, y)[0] and not at_chance(0.70, y)[0]  # 0.6 + 2 x 0.049 = 0.698
+    assert at_chance(0.0, torch.zeros(5, dtype=torch.long)) == (False, 1.0)  # one class: nothing to beat
+    assert at_chance(0.0, torch.zeros(0, dtype=torch.long)) == (False, 0.0)
 
 
 def test_evaluate_and_predict_logits_agree_and_restore_mode(digits):
