@@ -116,6 +116,7 @@ def main() -> int:
     where.mkdir(parents=True, exist_ok=True)
     runs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     walls: dict[tuple[str, int], float] = {}
+    failed: dict[tuple[str, int], int] = {}  # trials FAILED (networks that did not learn, ...)
     for seed in range(args.seeds):
         for method in (m for m in methods if seed < seeds[m]):
             spec = method_spec(method, where, args.pop_size, args.data)
@@ -124,6 +125,7 @@ def main() -> int:
                 trials = store.trials()
             runs[method, seed] = scored(trials)
             done = [t for t in trials if t.state is TrialState.COMPLETE]
+            failed[method, seed] = sum(t.state is TrialState.FAILED for t in trials)
             # the search's wall time, first start to last finish (also for a run read back)
             walls[method, seed] = max(t.finished for t in done) - min(t.started for t in done)
             print(f"{method:>15} seed {seed}: {len(done)}/{len(trials)} complete, {walls[method, seed]:.0f} s",
@@ -160,7 +162,7 @@ def main() -> int:
               f"{statistics.mean(front_size):>6.1f} {wall:>14.0f}")
         result["methods"][method] = {
             "test_hv": test_hv, "val_hv": val_hv, "best_test_error": best, "front_top": top,
-            "wall_s": [walls[k] for k in keys],
+            "wall_s": [walls[k] for k in keys], "failed": [failed[k] for k in keys],
             "front": {str(s): F.tolist() for s, F in enumerate(fronts)},
             "curve": {str(s): curves[method, s] for s in range(seeds[method])},
         }
