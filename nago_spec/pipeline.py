@@ -370,22 +370,25 @@ class Evaluator:
 
 def _did_not_learn(result: Any, data: Any) -> str | None:
     """Why the network of a training ``result`` (nago_spec.train.TrainResult) did not learn, or None when it
-    did: its training ended dead (``result.dead``: the loss of the last steps no lower than a network
-    that ignores its input scores, restart included) and its validation accuracy is at chance
-    (nago_spec.train.at_chance). Either alone is not enough: a short training is never judged dead, and
-    a network still at chance after a few steps may be learning: a smoke run's trainings are not failed."""
+    did: its validation accuracy is at chance (nago_spec.train.at_chance) after a training long enough to
+    be judged dead (DEAD_WINDOW steps, or a restart). A shorter one is left alone: a smoke run's few steps
+    may not beat chance yet. ``result.dead`` (the loss still at a constant output's level at the end)
+    only words the reason: a network that died after its last check, or whose training loss fell while
+    it answers at chance, is no point of a front either."""
     from nago_spec.train import DEAD_WINDOW, at_chance
 
     chance, majority = at_chance(result.val_accuracy, data.y_val)
-    if not (result.dead and chance):
+    if not chance or (result.restarted_at is None and result.steps < DEAD_WINDOW):
         return None
-    died = (f"died by step {result.restarted_at} and again after a warmed-up restart"
-            if result.restarted_at is not None else "died")
-    return (f"the network did not learn: its training {died} (the mean loss of its last {DEAD_WINDOW} steps no "
-            f"lower than a network's that ignores its input); it answers {result.val_accuracy:.1%} of the "
-            f"validation images right, within two standard errors of always answering the most frequent class "
-            f"({majority:.1%}). Networks die this way at too high a learning rate, narrow ones first: lower "
-            f"[train].lr or add [train].warmup_epochs")
+    died = ""
+    if result.dead:
+        again = f" by step {result.restarted_at} and again after a warmed-up restart" if result.restarted_at is not None else ""
+        died = (f"; its training died{again} (the mean loss of its last {DEAD_WINDOW} steps no lower than a "
+                f"network's that ignores its input)")
+    return (f"the network did not learn: after {result.steps} training steps it answers {result.val_accuracy:.1%} "
+            f"of the validation images right, within two standard errors of always answering the most frequent "
+            f"class ({majority:.1%}){died}. A training ends at chance when it dies at too high a learning rate "
+            f"(narrow networks first) or is too short: lower [train].lr, add [train].warmup_epochs or train longer")
 
 
 def _as_float(raw: Any, name: str) -> float:

@@ -135,10 +135,11 @@ def test_network_evaluation_trains_and_scores(tiny_spec):
     assert samples[0]["train"]["epochs"] == 1.0
 
 
-def test_a_network_whose_training_died_twice_fails_its_trial_with_the_reason(tiny_spec, tmp_path):
-    # issue 23: dead networks (loss ln 10, 10 % accuracy) were COMPLETE at 0.9 error, the smallest points
-    # of every front, and bo took them for cheap good ones. At lr 10 this network dies in its first 50
-    # steps (of 72) and again after the restart; at lr 0.1 it learns.
+def test_a_network_that_did_not_learn_fails_its_trial_with_the_reason(tiny_spec, tmp_path, monkeypatch):
+    # issue 23: networks at chance (loss ln 10, 10 % accuracy) were COMPLETE at 0.9 error, the smallest
+    # points of every front, and bo took them for cheap good ones. At lr 10 this network dies in its first
+    # 50 steps (of 68) and again after the restart; at lr 0.1 it learns.
+    import nago_spec.train as train_module
     from nago_spec.runners.worker import load_data
 
     path = tmp_path / "hot.toml"
@@ -149,10 +150,23 @@ def test_a_network_whose_training_died_twice_fails_its_trial_with_the_reason(tin
     params = {"top.nodes": 3, "top.p": 0.5, "mid.nodes": 1, "bottom.p": 0.5}
     with pytest.raises(TrialError) as info:
         Evaluator(spec).evaluate(params, 0, data)
-    assert str(info.value).startswith(
-        "the network did not learn: its training died by step 50 and again after a warmed-up restart (the mean "
-        "loss of its last 50 steps no lower than a network's that ignores its input); it answers "), str(info.value)
-    assert "always answering the most frequent class (10.1%). Networks die this way" in str(info.value)
+    why = str(info.value)
+    assert why.startswith("the network did not learn: after 68 training steps it answers "), why
+    assert "within two standard errors of always answering the most frequent class (10.1%); its training died " \
+           "by step 50 and again after a warmed-up restart (the mean loss of its last 50 steps no lower than a " \
+           "network's that ignores its input). " in why
+    # at chance is enough once the training was long enough to be judged: a network that dies after its
+    # last check, or whose training loss falls while it answers at chance (issue 23: bo seed 1's trial 2,
+    # 75 steps, 0.9000 error, never judged dead), is no point of a front either
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "_has_died", lambda losses, floor: False)
+        with pytest.raises(TrialError, match=r"^the network did not learn: after 68 training steps it answers .*"
+                                             r"most frequent class \(10\.1%\)\. "):
+            Evaluator(spec).evaluate(params, 0, data)
+    # too short to judge (34 steps, under one window of 50): at chance, and COMPLETE, as a smoke run's are
+    path.write_text(calm.replace("epochs = 4\n", "epochs = 2\n").replace("lr = 0.1", "lr = 10.0"))
+    values, _ = Evaluator(load_spec(path)).evaluate(params, 0, data)
+    assert values["error"] > 0.85
     path.write_text(calm)
     values, samples = Evaluator(load_spec(path)).evaluate(params, 0, data)
     assert values["error"] < 0.5 and "restarted_at" not in samples[0]["train"]
