@@ -297,7 +297,7 @@ class Evaluator:
         from nago_spec.train import on_device
 
         data = on_device(data, device)  # the worker's cached copy is there already: no copy
-        samples, dead = [], []
+        samples, unlearned = [], []  # per sample: why its network did not learn, or None
         for s in range(t.samples_per_point):
             seed = sample_seed(self.spec.seed, trial_id, s)
             start = time.perf_counter()
@@ -328,11 +328,12 @@ class Evaluator:
             )
             if result.restarted_at is not None:  # died, and trained again warmed up (train)
                 samples[-1]["train"]["restarted_at"] = result.restarted_at
-            dead.append(_did_not_learn(result, data))
+            unlearned.append(_did_not_learn(result, data))
             if ctx.extra:  # side results of objectives (the latency spread, ...)
                 samples[-1]["extra"] = dict(ctx.extra)
-        if all(dead):
-            raise TrialError(dead[0] if len(dead) == 1 else f"none of its {len(dead)} networks learned; the first: {dead[0]}")
+        if all(unlearned):
+            first = unlearned[0]
+            raise TrialError(first if len(unlearned) == 1 else f"none of its {len(unlearned)} networks learned; the first: {first}")
         mean = {n: sum(smp["values"][n] for smp in samples) / len(samples) for n in names}
         return mean, samples
 

@@ -61,7 +61,8 @@ class TrainResult:
     (from 1) at which the first attempt was found dead and training restarted with a warm-up (see
     train), None when it was not; ``epochs`` and ``steps`` are then the second attempt's. ``dead``: the
     attempt returned ended dead, its last DEAD_WINDOW losses still at a constant output's level (a
-    second death, or one after the last judgement); see at_chance for what the caller makes of it.
+    second death, or one after the last judgement); a search trial's reason for failing says so
+    (nago_spec.pipeline._did_not_learn).
     """
 
     val_accuracy: float

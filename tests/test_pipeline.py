@@ -163,6 +163,10 @@ def test_a_network_that_did_not_learn_fails_its_trial_with_the_reason(tiny_spec,
         with pytest.raises(TrialError, match=r"^the network did not learn: after 68 training steps it answers .*"
                                              r"most frequent class \(10\.1%\)\. "):
             Evaluator(spec).evaluate(params, 0, data)
+    # several networks per point: the trial fails when none of them learned
+    path.write_text(calm.replace("lr = 0.1", "lr = 10.0\nsamples_per_point = 2"))
+    with pytest.raises(TrialError, match=r"^none of its 2 networks learned; the first: the network did not learn: "):
+        Evaluator(load_spec(path)).evaluate(params, 0, data)
     # too short to judge (34 steps, under one window of 50): at chance, and COMPLETE, as a smoke run's are
     path.write_text(calm.replace("epochs = 4\n", "epochs = 2\n").replace("lr = 0.1", "lr = 10.0"))
     values, _ = Evaluator(load_spec(path)).evaluate(params, 0, data)
