@@ -16,6 +16,14 @@ import torch
 
 torch.set_num_threads(1)
 
+# A suite started as a background job of a non-interactive shell (`cmd &`, nohup's too) inherits SIGINT
+# ignored, and so does every `nago run` it starts: Python installs no KeyboardInterrupt handler where
+# SIGINT is ignored at start. The tests that stop a run with SIGINT (as Ctrl-C in a terminal does) then
+# waited forever: the "retry-counter hang" of issue 23, whose signal masks showed SIGINT in SigIgn. The
+# tests give their children a terminal's disposition: a handled signal is reset to the default at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

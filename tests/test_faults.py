@@ -409,9 +409,9 @@ def _stderr_or_stacks(proc: subprocess.Popen, timeout: float) -> str:
     """The stderr of ``proc`` once it exits; past ``timeout``, a failure showing what it is stuck on: the
     processes left (``ps``) and every thread's stack (the command runs with PYTHONFAULTHANDLER=1, so
     SIGABRT makes it print them), and the signal masks of it and of this process (pending, blocked,
-    ignored, caught). This test hung in four full-suite runs and never alone, the `nago run` main thread
-    waiting for the trial and never acting on the SIGINT (also when it waited in 0.5 s slices, tried and
-    reverted on 1 December); the masks should say whether SIGINT was blocked or ignored there."""
+    ignored, caught). This test hung in full-suite runs, the `nago run` main thread never acting on the
+    SIGINT: the masks showed SIGINT ignored in pytest and so in its child, a suite started as a
+    background job of a non-interactive shell (conftest now gives the tests a terminal's SIGINT)."""
     try:
         return proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
