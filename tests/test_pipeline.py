@@ -157,7 +157,7 @@ def test_a_network_that_did_not_learn_fails_its_trial_with_the_reason(tiny_spec,
            "network's that ignores its input). " in why
     # at chance is enough once the training was long enough to be judged: a network that dies after its
     # last check, or whose training loss falls while it answers at chance (issue 23: bo seed 1's trial 2,
-    # 75 steps, 0.9000 error, never judged dead), is no point of a front either
+    # 75 steps, 0.9000 error, not found dead at its one check), is no point of a front either
     with monkeypatch.context() as m:
         m.setattr(train_module, "_has_died", lambda losses, floor: False)
         with pytest.raises(TrialError, match=r"^the network did not learn: after 68 training steps it answers .*"
