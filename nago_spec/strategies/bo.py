@@ -4,6 +4,7 @@ each point chosen by a noisy expected hypervolume improvement (qNEHVI's idea) ti
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.problem import Problem as PymooProblem
 from pymoo.optimize import minimize
 from scipy.optimize import minimize as scipy_minimize
+from scipy.stats import qmc
 
 from nago_spec.pareto import pareto_indices, to_minimization
 from nago_spec.problem import Problem
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 STREAM_MC = 6
 #: stream of the raw candidates (Sobol points and perturbations of the front)
 STREAM_RAW = 7
+#: stream of the scalarised trials' weights
+STREAM_WEIGHTS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +107,13 @@ class BOStrategy(Strategy):
       the front, as far as the model's median expects them to (``_clamp_extension``). A given point
       counts once some feasible observation is better than it in every objective it bounds; until
       then the credit is inferred, so a search that starts far from the box still finds its way in.
+    - **Scalarised points.** Hypervolume pays most for filling the front's widest gaps, which on a
+      (error, parameters) front are among the small networks; the accurate end, where each step costs
+      many parameters, is rarely the largest gain. So one trial in ``scalarise_every`` is instead chosen
+      by the noisy expected improvement of an augmented Chebyshev scalarisation (qNParEGO, Daulton et
+      al. 2020) with weights stratified over the simplex from trial to trial (a scrambled Sobol
+      sequence): every part of the front, its ends included, gets proposals in proportion to its share
+      of the weights (``_Scalarised``).
     - **Pending and batch points** (``batch_rule = "joint"``) join the front through their joint
       posterior samples (qNEHVI's treatment of pending points), so a batch spreads out.
     - **Optimised** over a pool of candidates: Sobol points and Gaussian perturbations of the front's
@@ -133,6 +144,8 @@ class BOStrategy(Strategy):
     - ``dedup_tol`` (1e-3): feature-space distance under which two points count as the same.
     - ``elite_fraction`` (0.25): share of NSGA-II's initial population taken from the observed
       Pareto points (as many again are their perturbations).
+    - ``scalarise_every`` (3): trial ids k with k mod this = this - 1 take a scalarised point (see above);
+      0 never (not with ``batch_rule = "usemo"``, nor with one objective).
     """
 
     default_options = {
@@ -147,6 +160,7 @@ class BOStrategy(Strategy):
         "refit_growth": 0.15,
         "dedup_tol": 1e-3,
         "elite_fraction": 0.25,
+        "scalarise_every": 3,
     }
     BATCH_RULES = ("joint", "believer", "penalise", "usemo")
     #: candidates refined per point of a batch
@@ -164,6 +178,9 @@ class BOStrategy(Strategy):
         super().__init__(problem, seed=seed, initial=initial, batch=batch, options=options)
         if self.options["batch_rule"] not in self.BATCH_RULES:
             raise ValueError(f"batch_rule = {self.options['batch_rule']!r}: must be one of {', '.join(self.BATCH_RULES)}")
+        if int(self.options["scalarise_every"]) < 0:
+            raise ValueError(f"scalarise_every = {self.options['scalarise_every']}: must be 0 (never) or a positive "
+                             "number of trials")
         objs = problem.objectives
         self._names = [o.name for o in objs]
         self._sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objs])
@@ -288,11 +305,10 @@ class BOStrategy(Strategy):
         out = np.zeros((len(slot_ids), space.dim))
         tol = float(opts["dedup_tol"])
 
-        for j, tid in enumerate(slot_ids):
-            T = np.vstack(taken)
+        def choose(tid: int, T: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
             acq = _NEHVI(self, tid, surrogates, frame, np.array(base_u).reshape(-1, space.dim),
                          np.array(base_cheap).reshape(len(base_u), -1), Z, box, success,
-                         np.array(penalised).reshape(-1, space.dim))
+                         np.array(penalised).reshape(-1, space.dim), weights)
 
             def value(U: np.ndarray, acq: _NEHVI = acq, T: np.ndarray = T) -> np.ndarray:
                 v = acq.value(U)
@@ -302,11 +318,20 @@ class BOStrategy(Strategy):
             ok = np.isfinite(v)
             if not ok.any():
                 log.info("no new candidate for trial %d; proposing a random point", tid)
-                u = self._random_point(tid, T)
-            elif rule == "usemo" or v[ok].max() <= 1e-12 * max(1.0, acq.volume):
-                u = cand[self._least_known(cand, tid, surrogates, ok, rule)]
-            else:
-                u = self._refine(cand, v, value, acq, tid)
+                return self._random_point(tid, T)
+            if rule == "usemo" or v[ok].max() <= 1e-12 * max(1.0, acq.volume):
+                return cand[self._least_known(cand, tid, surrogates, ok, rule)]
+            return self._refine(cand, v, value, acq, tid)
+
+        for j, tid in enumerate(slot_ids):
+            T = np.vstack(taken)
+            weights = self.scalarisation(tid)
+            u = choose(tid, T, weights)
+            if weights is not None and success is not None and self._p_success(success, u) < 0.5:
+                # a weight's direction may lead only into a region where trials fail, and the scalarised
+                # improvement has nowhere else to go: the hypervolume's gaps elsewhere have
+                log.debug("trial %d: the scalarised point would likely fail; choosing by hypervolume", tid)
+                u = choose(tid, T, None)
             out[j] = u
             taken.append(feat(u[None]))
             if rule == "penalise":
@@ -317,6 +342,25 @@ class BOStrategy(Strategy):
             if rule in ("believer", "usemo") and surrogates is not None:
                 surrogates = surrogates.condition(self._inputs(u[None], base_cheap[-1][None]))
         return out
+
+    def _p_success(self, success: Callable[[torch.Tensor], torch.Tensor], u: np.ndarray) -> float:
+        """The failure classifier's probability of success at unit point ``u``."""
+        A = torch.as_tensor(self.problem.space.features(np.asarray(u).reshape(1, -1)), dtype=torch.float64)
+        with torch.no_grad():
+            return float(success(A)[0])
+
+    def scalarisation(self, trial_id: int) -> np.ndarray | None:
+        """The Chebyshev weights (m, on the simplex) of trial ``trial_id`` where it takes a scalarised point,
+        else None: the (k // every)-th point of a scrambled Sobol sequence in m - 1 dimensions, mapped to
+        the simplex by its sorted spacings, so consecutive scalarised trials spread their weights."""
+        every, m = int(self.options["scalarise_every"]), len(self._names)
+        if every <= 0 or m < 2 or self.options["batch_rule"] == "usemo" or trial_id % every != every - 1:
+            return None
+        j = trial_id // every
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # balance wants a power of two
+            u = qmc.Sobol(m - 1, scramble=True, seed=self.child_seed(STREAM_WEIGHTS)).random(j + 1)[j]
+        return np.diff(np.concatenate([[0.0], np.sort(u), [1.0]]))
 
     def _least_known(self, cand: np.ndarray, tid: int, surrogates: Surrogates | None, ok: np.ndarray,
                      rule: str) -> int:

@@ -57,6 +57,44 @@ class _Region:
         return volume.sum(-1)
 
 
+@dataclass
+class _Scalarised:
+    """The improvement of a random augmented Chebyshev scalarisation (ParEGO's, qNParEGO's noisy form), per
+    posterior sample: a point y is worth u(y) = min_i w_i d_i + alpha sum_i w_i d_i, d_i = (ref_i - y_i) / ref_i
+    its distance from the reference point in units where the ideal point is at distance 1, and improves
+    sample s by max(0, u(y) - ``best`` s), ``best`` the best utility of that sample's feasible baseline
+    (0 at the reference point, so nothing beyond it earns credit). Distances are measured from a
+    reference point, not towards an ideal one, so a point that extends the front (a network more
+    accurate than any observed and larger) gains where its weights ask for it."""
+
+    weights: torch.Tensor  # m
+    ref: torch.Tensor  # m, the outer reference point (normalised units)
+    best: torch.Tensor  # S
+    size: int = 1
+    ALPHA = 0.05  # the augmentation (Knowles 2006, BoTorch's get_chebyshev_scalarization)
+
+    @classmethod
+    def of(cls, F: np.ndarray, feasible: np.ndarray, ref: np.ndarray, weights: np.ndarray) -> _Scalarised:
+        """The scalarisation of the baseline samples ``F`` (b x S x m, normalised) with feasibility ``feasible``
+        (b x S), reference ``ref`` (m) and ``weights`` (m, on the simplex)."""
+        out = cls(torch.as_tensor(weights, dtype=torch.float64), torch.as_tensor(ref, dtype=torch.float64),
+                  torch.zeros(F.shape[1], dtype=torch.float64))
+        if F.shape[0]:
+            u = out.utility(torch.as_tensor(F, dtype=torch.float64))  # b x S
+            u = torch.where(torch.as_tensor(feasible) & (torch.as_tensor(F) <= out.ref).all(-1), u, torch.zeros_like(u))
+            out.best = u.max(0).values.clamp_min(0.0)
+        return out
+
+    def utility(self, Y: torch.Tensor) -> torch.Tensor:
+        d = self.weights * (self.ref - Y) / self.ref.clamp_min(1e-9)
+        return d.min(-1).values + self.ALPHA * d.sum(-1)
+
+    def improvement(self, Y: torch.Tensor) -> torch.Tensor:
+        """Improvement (n x S) of the points ``Y`` (n x S x m), each alone, sample by sample."""
+        inside = (Y <= self.ref).all(-1)
+        return torch.where(inside, (self.utility(Y) - self.best[None]).clamp_min(0.0), torch.zeros_like(Y[..., 0]))
+
+
 # ---------------------------------------------------------------------------------------------
 # The frame: normalisation and reference point
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +111,7 @@ class _Frame:
     ref: np.ndarray
     phantoms: np.ndarray | None = None
     floors: np.ndarray | None = None  # m, bool: objectives whose best value looks like a bound (``_floors``)
+    inner: np.ndarray | None = None  # m: the inner reference point (None: ``ref``)
 
     @classmethod
     def of(cls, F: np.ndarray, viol: np.ndarray, objectives: Sequence[ObjectiveInfo],
@@ -101,7 +140,7 @@ class _Frame:
             P = np.tile(ideal, (m, 1))
             P[np.arange(m), np.arange(m)] = near
             phantoms = (P[grow] - ideal) / span
-        return cls(ideal, span, (far - ideal) / span, phantoms, _floors(observed, ideal, span))
+        return cls(ideal, span, (far - ideal) / span, phantoms, _floors(observed, ideal, span), (near - ideal) / span)
 
 
 def _reference_points(front: np.ndarray, observed: np.ndarray, predicted: np.ndarray | None
@@ -181,12 +220,15 @@ class _NEHVI:
     takes when it joins the baseline, so its samples stay the same there.
 
     ``value`` (numpy, no gradient) and ``value_tensor`` (torch, differentiable in the features) give
-    mean_s [HVI_s(candidate) x feasible_s(candidate)] x P(success) x penalty.
+    mean_s [HVI_s(candidate) x feasible_s(candidate)] x P(success) x penalty. With ``weights`` (m, on the
+    simplex), the improvement of a Chebyshev scalarisation with those weights replaces the hypervolume's
+    (``_Scalarised``): the noisy expected improvement of qNParEGO.
     """
 
     def __init__(self, bo: BOStrategy, trial_id: int, surrogates: Surrogates | None, frame: _Frame,
                  base_u: np.ndarray, base_cheap: np.ndarray, Z: torch.Tensor, box: np.ndarray | None,
-                 success: Callable[[torch.Tensor], torch.Tensor] | None, penalised: np.ndarray):
+                 success: Callable[[torch.Tensor], torch.Tensor] | None, penalised: np.ndarray,
+                 weights: np.ndarray | None = None):
         self.bo, self.tid, self.sur, self.frame = bo, trial_id, surrogates, frame
         space = bo.problem.space
         self.success = success
@@ -209,7 +251,16 @@ class _NEHVI:
         C = torch.as_tensor(base_cheap, dtype=torch.float64).reshape(b, len(self.cheap_col))
         Fb, feas = self._objectives(base.permute(2, 1, 0), C[:, None, :].expand(-1, self.S, -1), hard=True)
         Fb = torch.where(torch.isfinite(Fb), Fb, torch.full_like(Fb, _BAD))
-        self.region = _regions(Fb.numpy(), feas.numpy() > 0.5, frame.ref, box, frame.phantoms)
+        self.region: _Region | _Scalarised
+        if weights is None:
+            self.region = _regions(Fb.numpy(), feas.numpy() > 0.5, frame.ref, box, frame.phantoms)
+        else:
+            # measured from the outer reference in the cheap objectives (their trade is exact: a larger
+            # network's cost is known) and from the inner one in the modelled ones, where beyond the front's
+            # nadir lies only the model's uncertainty (the outer box would reward the tail, as _Frame says)
+            cheap = np.array([cc is not None for _, cc in self.objectives])
+            inner = frame.ref if frame.inner is None else frame.inner
+            self.region = _Scalarised.of(Fb.numpy(), feas.numpy() > 0.5, np.where(cheap, frame.ref, inner), weights)
         self.volume = float(np.prod(np.maximum(frame.ref, 0.0) + 1.0))
 
     # -- samples -----------------------------------------------------------------------------------
