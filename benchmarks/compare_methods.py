@@ -82,6 +82,56 @@ def chosen_front(val: np.ndarray, test: np.ndarray) -> np.ndarray:
     return test[non_dominated(val)] if len(val) else test
 
 
+def summarise(runs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], walls: dict[tuple[str, int], float],
+              failed: dict[tuple[str, int], int], methods: list[str], seeds: dict[str, int],
+              earlier: dict | None = None) -> dict:
+    """The --json result: per method, each seed's hypervolume of its validation-chosen front's (test error,
+    params), normalised in one box spanning every trial of ``runs`` ((val, test) per (method, seed)),
+    and the front's most accurate network.
+
+    ``earlier`` is an earlier result: its box joins this one (it spans the trials of its runs), and its
+    methods' stored fronts are scored in the joint box, so runs of another session or code version
+    compare without being repeated. Their validation hypervolume and curves need every trial, which
+    the result does not keep: they are None and left out.
+    """
+    every = np.vstack([np.vstack([v, t]) for v, t in runs.values() if len(v)])
+    ideal, worst = every.min(axis=0), every.max(axis=0)
+    if earlier is not None:
+        ideal = np.minimum(ideal, earlier["box"]["ideal"])
+        worst = np.maximum(worst, earlier["box"]["worst"])
+    scale = np.where(worst > ideal, worst - ideal, 1.0) * 1.1
+
+    def hv(F: np.ndarray) -> float:
+        return hypervolume((F[non_dominated(F)] - ideal) / scale, np.ones(2)) if len(F) else 0.0
+
+    result: dict = {"methods": {}, "seeds": dict(seeds), "box": {"ideal": ideal.tolist(), "worst": worst.tolist()}}
+    for method in methods:
+        keys = [(method, s) for s in range(seeds[method])]
+        curves = {k: [hv(chosen_front(v[:n], t[:n])) for n in range(1, len(v) + 1)]
+                  for k, (v, t) in ((k, runs[k]) for k in keys)}
+        # the most accurate network of each chosen front (test error, params): what a user deploys
+        # when accuracy comes first, so "bo finds better networks, not only smaller ones" is measured here
+        fronts = [chosen_front(*runs[k]) for k in keys]
+        result["methods"][method] = {
+            "test_hv": [curves[k][-1] for k in keys], "val_hv": [hv(runs[k][0]) for k in keys],
+            "best_test_error": [float(runs[k][1][:, 0].min()) for k in keys],
+            "front_top": [F[np.argmin(F[:, 0])].tolist() for F in fronts],
+            "wall_s": [walls[k] for k in keys], "failed": [failed[k] for k in keys],
+            "front": {str(s): F.tolist() for s, F in enumerate(fronts)},
+            "curve": {str(s): curves[method, s] for s in range(seeds[method])},
+        }
+    for method, old in (earlier or {}).get("methods", {}).items():
+        label = f"{method} (earlier)" if method in methods else method
+        fronts = [np.array(old["front"][str(s)]).reshape(-1, 2) for s in range(len(old["test_hv"]))]
+        result["seeds"][label] = len(fronts)
+        result["methods"][label] = {
+            **{k: old[k] for k in ("best_test_error", "front_top", "wall_s", "failed") if k in old},
+            "test_hv": [hv(F) for F in fronts], "val_hv": [None] * len(fronts),
+            "front": {str(s): F.tolist() for s, F in enumerate(fronts)}, "curve": None,
+        }
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -94,6 +144,9 @@ def main() -> int:
     parser.add_argument("--png-fronts", type=Path, default=None)
     parser.add_argument("--png-hv", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--earlier", type=Path, default=None, metavar="JSON",
+                        help="an earlier --json: its methods' fronts are scored in one box with these runs "
+                             "(a method also run now is labelled 'METHOD (earlier)')")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -131,51 +184,34 @@ def main() -> int:
             print(f"{method:>15} seed {seed}: {len(done)}/{len(trials)} complete, {walls[method, seed]:.0f} s",
                   flush=True)
 
-    every = np.vstack([np.vstack([v, t]) for v, t in runs.values() if len(v)])
-    ideal, worst = every.min(axis=0), every.max(axis=0)
-    scale = np.where(worst > ideal, worst - ideal, 1.0) * 1.1
+    earlier = json.loads(args.earlier.read_text()) if args.earlier else None
+    result = summarise(runs, walls, failed, methods, seeds, earlier)
+    labels = list(result["methods"])
+    print(f"\nhypervolume of the validation-chosen front's (test error, params), one box over {len(runs)} runs"
+          + (f" and {args.earlier}'s fronts" if earlier else ""))
+    print(f"{'method':>24} {'test hv':>17} {'val hv':>17} {'best test err':>14} {'front best':>11} {'front':>6} "
+          f"{'median wall s':>14}")
+    for label in labels:
+        r = result["methods"][label]
 
-    def hv(F: np.ndarray) -> float:
-        return hypervolume((F[non_dominated(F)] - ideal) / scale, np.ones(2)) if len(F) else 0.0
+        def ms(x: list[float]) -> str:
+            if any(v is None for v in x):
+                return f"{'-':>17}"
+            return f"{statistics.mean(x):>9.4f} ± {statistics.stdev(x) if len(x) > 1 else 0.0:.4f}"
 
-    curves = {k: [hv(chosen_front(v[:n], t[:n])) for n in range(1, len(v) + 1)] for k, (v, t) in runs.items()}
-    result = {"methods": {}, "seeds": seeds, "box": {"ideal": ideal.tolist(), "worst": worst.tolist()}}
-    print(f"\nhypervolume of the validation-chosen front's (test error, params), one box over {len(runs)} runs")
-    print(f"{'method':>15} {'test hv':>17} {'val hv':>17} {'best test err':>14} {'front':>6} {'median wall s':>14}")
-    for method in methods:
-        keys = [(method, s) for s in range(seeds[method])]
-        test_hv = [curves[k][-1] for k in keys]
-        val_hv = [hv(runs[k][0]) for k in keys]
-        best = [float(runs[k][1][:, 0].min()) for k in keys]
-        # the most accurate network of each chosen front (test error, params): what a user deploys
-        # when accuracy comes first, so "bo finds better networks, not only smaller ones" is measured here
-        fronts = [chosen_front(*runs[k]) for k in keys]
-        top = [F[np.argmin(F[:, 0])].tolist() for F in fronts]
-        front_size = [len(F) for F in fronts]
-        wall = statistics.median(walls[k] for k in keys)  # median: robust to a run paused or resumed
-
-        def ms(x: list[float]) -> tuple[float, float]:
-            return statistics.mean(x), statistics.stdev(x) if len(x) > 1 else 0.0
-
-        (th, ts), (vh, vs) = ms(test_hv), ms(val_hv)
-        print(f"{method:>15} {th:>9.4f} ± {ts:.4f} {vh:>9.4f} ± {vs:.4f} {statistics.mean(best):>14.4f} "
-              f"{statistics.mean(front_size):>6.1f} {wall:>14.0f}")
-        result["methods"][method] = {
-            "test_hv": test_hv, "val_hv": val_hv, "best_test_error": best, "front_top": top,
-            "wall_s": [walls[k] for k in keys], "failed": [failed[k] for k in keys],
-            "front": {str(s): F.tolist() for s, F in enumerate(fronts)},
-            "curve": {str(s): curves[method, s] for s in range(seeds[method])},
-        }
+        size = statistics.mean(len(F) for F in r["front"].values())
+        top = statistics.mean(t[0] for t in r["front_top"])
+        print(f"{label:>24} {ms(r['test_hv'])} {ms(r['val_hv'])} {statistics.mean(r['best_test_error']):>14.4f} "
+              f"{top:>11.4f} {size:>6.1f} {statistics.median(r['wall_s']):>14.0f}")
     print("\nper seed: test hv, and the most accurate network of the chosen front (test error, params)")
-    for seed in range(args.seeds):
-        cells = [f"{m} {result['methods'][m]['test_hv'][seed]:.4f} "
-                 f"({result['methods'][m]['front_top'][seed][0]:.4f}, {result['methods'][m]['front_top'][seed][1]:.0f})"
-                 for m in methods if seed < seeds[m]]
+    for seed in range(max(len(r["test_hv"]) for r in result["methods"].values())):
+        cells = [f"{label} {r['test_hv'][seed]:.4f} ({r['front_top'][seed][0]:.4f}, {r['front_top'][seed][1]:.0f})"
+                 for label, r in result["methods"].items() if seed < len(r["test_hv"])]
         print(f"seed {seed}: " + "; ".join(cells))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     if args.png_fronts or args.png_hv:
-        plot(result, methods, args)
+        plot(result, labels, args)
     print(f"\nruns kept in {where}")
     return 0
 
@@ -208,6 +244,8 @@ def plot(result: dict, methods: list[str], args: argparse.Namespace) -> None:
     if args.png_hv:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m in methods:
+            if not result["methods"][m]["curve"]:
+                continue  # an earlier result's method: its curves were scored in another box
             curves = list(result["methods"][m]["curve"].values())
             n = min(len(c) for c in curves)
             C = np.array([c[:n] for c in curves])

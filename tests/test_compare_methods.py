@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import load_benchmark
 
 from nago_spec.spec import load_spec
@@ -34,3 +35,32 @@ def test_each_method_is_its_spec_with_its_strategy_and_an_absolute_data_path(tmp
         assert dataclasses.replace(spec.space, conv_type=original.space.conv_type) == original.space
         assert spec.search.budget == original.search.budget and spec.train == original.train
         assert dict(spec.search.options) == ({"pop_size": 6} if strategy == "evolution" else {})
+
+
+def test_an_earlier_results_fronts_are_scored_in_one_box_with_the_new_runs():
+    m = load_benchmark("compare_methods")
+    val = np.array([[0.30, 10.0], [0.20, 20.0]])
+    test = np.array([[0.32, 10.0], [0.22, 20.0]])
+    runs = {("hnag-bo", 0): (val, test)}
+    alone = m.summarise(runs, {("hnag-bo", 0): 5.0}, {("hnag-bo", 0): 0}, ["hnag-bo"], {"hnag-bo": 1})
+    earlier_front = [[0.25, 15.0], [0.40, 5.0]]
+    earlier = {"box": {"ideal": [0.25, 5.0], "worst": [0.60, 40.0]},
+               "methods": {"hnag-random": {"test_hv": [0.9], "best_test_error": [0.25], "front_top": [[0.25, 15.0]],
+                                           "wall_s": [7.0], "failed": [1], "front": {"0": earlier_front}},
+                           "hnag-bo": {"test_hv": [0.9], "best_test_error": [0.3], "front_top": [[0.3, 9.0]],
+                                       "wall_s": [6.0], "failed": [0], "front": {"0": [[0.3, 9.0]]}}}}
+    joint = m.summarise(runs, {("hnag-bo", 0): 5.0}, {("hnag-bo", 0): 0}, ["hnag-bo"], {"hnag-bo": 1}, earlier)
+    assert joint["box"] == {"ideal": [0.2, 5.0], "worst": [0.6, 40.0]}
+    assert list(joint["methods"]) == ["hnag-bo", "hnag-random", "hnag-bo (earlier)"]
+    # every front in the one box, by hand: (F - ideal) / (1.1 (worst - ideal)), reference (1, 1)
+    scale = 1.1 * np.array([0.4, 35.0])
+
+    def hv(F):
+        from nago_spec.pareto import hypervolume
+        return hypervolume((np.array(F) - [0.2, 5.0]) / scale, np.ones(2))
+
+    assert joint["methods"]["hnag-bo"]["test_hv"] == pytest.approx([hv(test)])
+    assert joint["methods"]["hnag-random"]["test_hv"] == pytest.approx([hv(earlier_front)])  # not the stored 0.9
+    assert joint["methods"]["hnag-bo"]["test_hv"] != alone["methods"]["hnag-bo"]["test_hv"]  # the box grew
+    assert joint["methods"]["hnag-random"]["val_hv"] == [None] and joint["methods"]["hnag-random"]["curve"] is None
+    assert joint["methods"]["hnag-random"]["failed"] == [1] and joint["seeds"]["hnag-random"] == 1
