@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -269,24 +270,40 @@ def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_o
 
 def test_scalarised_trials_take_weights_spread_over_the_simplex():
     problem, _ = zdt1_problem(3)
-    s = BOStrategy(problem, seed=0)
+    s = BOStrategy(problem, seed=0, options={"scalarise_every": 3})
     ids = [t for t in range(60) if s.scalarisation(t) is not None]
     assert ids == list(range(2, 60, 3))  # every third trial
     W = np.array([s.scalarisation(t) for t in ids])
     assert np.allclose(W.sum(axis=1), 1.0) and (W >= 0).all()
     # stratified, not merely random: 16 consecutive scalarised trials put one weight in each sixteenth
     assert sorted(np.floor(W[:16, 0] * 16).astype(int)) == list(range(16))
-    assert np.array_equal(W, [BOStrategy(problem, seed=0).scalarisation(t) for t in ids])
-    assert not np.allclose(W, [BOStrategy(problem, seed=1).scalarisation(t) for t in ids])
+    every3 = {"scalarise_every": 3}
+    assert np.array_equal(W, [BOStrategy(problem, seed=0, options=every3).scalarisation(t) for t in ids])
+    assert not np.allclose(W, [BOStrategy(problem, seed=1, options=every3).scalarisation(t) for t in ids])
     three = Problem(problem.space, tuple(ObjectiveInfo(f"f{i}", "minimize", False) for i in range(3)))
-    W3 = np.array([BOStrategy(three, seed=0).scalarisation(t) for t in range(2, 60, 3)])
+    W3 = np.array([BOStrategy(three, seed=0, options=every3).scalarisation(t) for t in range(2, 60, 3)])
     assert W3.shape == (20, 3) and np.allclose(W3.sum(axis=1), 1.0) and (W3 >= 0).all()
     assert BOStrategy(problem, seed=0, options={"scalarise_every": 0}).scalarisation(2) is None
-    assert BOStrategy(problem, seed=0, options={"batch_rule": "usemo"}).scalarisation(2) is None
+    assert BOStrategy(problem, seed=0, options={**every3, "batch_rule": "usemo"}).scalarisation(2) is None
     single = Problem(problem.space, (ObjectiveInfo("f2", "minimize", False),))
-    assert BOStrategy(single, seed=0).scalarisation(2) is None
-    with pytest.raises(ValueError, match="scalarise_every"):
-        BOStrategy(problem, seed=0, options={"scalarise_every": -1})
+    assert BOStrategy(single, seed=0, options=every3).scalarisation(2) is None
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="scalarise_every"):
+            BOStrategy(problem, seed=0, options={"scalarise_every": bad})
+
+
+def test_scalarised_trials_by_default_only_where_an_objective_is_cheap():
+    """Unset, scalarise_every is 3 where an objective is exact (a network's params: the hypervolume's certain
+    gains at its small end are what the scalarised trials balance) and 0 on black-box objectives alone."""
+    cheap, _ = zdt1_problem(3)  # f1 is cheap
+    assert cheap.objectives[0].cheap
+    s = BOStrategy(cheap, seed=0)
+    assert [t for t in range(30) if s.scalarisation(t) is not None] == list(range(2, 30, 3))
+    assert BOStrategy(cheap, seed=0, options={"scalarise_every": 0}).scalarisation(2) is None
+    blind = Problem(cheap.space, (dataclasses.replace(cheap.objectives[0], cheap=False), cheap.objectives[1]))
+    assert all(BOStrategy(blind, seed=0).scalarisation(t) is None for t in range(30))
+    assert [t for t in range(30) if BOStrategy(blind, seed=0, options={"scalarise_every": 5}).scalarisation(t)
+            is not None] == list(range(4, 30, 5))
 
 
 def test_the_scalarised_improvement_credits_the_end_its_weights_favour():
