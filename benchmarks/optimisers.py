@@ -54,10 +54,13 @@ to qLogNEHVI's and GPSampler's wall time. A summary checks issue 18's targets fo
 
     python benchmarks/optimisers.py [--quick] [--problems ...] [--methods ...] [--seeds 5]
         [--batches 1,4] [--evals N] [--initial 10] [--jobs 2] [--batch4-at 200] [--json out.json]
+        [--runs runs.jsonl] [--bo-option KEY=VALUE ...]
 
 ``--quick`` runs one seed at 30 % of each budget (at least 12 evaluations), for development.
 It also times, for ``bo`` only, one ask(4) after telling ``--batch4-at`` (200) Sobol points of ZDT1,
-after an untimed warm-up ask (the first ask in a process pays one-time set-up).
+after an untimed warm-up ask (the first ask in a process pays one-time set-up). ``--bo-option``
+sets one of bo's options in every run of ``bo`` and ``bo_ref`` (``--bo-option scalarise_every=0``),
+to measure an option's effect; a ``--runs`` file keeps those runs apart from the default's.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ import os
 import statistics
 import sys
 import time
+import tomllib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -256,8 +260,9 @@ class Recorder:
 # --- our strategies ------------------------------------------------------------------------------------
 
 
-def run_ours(name: str, task: Task) -> np.ndarray:
-    """An ask(q) / evaluate / tell loop of strategy ``name``, as ``nago run`` does with q workers."""
+def run_ours(name: str, task: Task, bo_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """An ask(q) / evaluate / tell loop of strategy ``name``, as ``nago run`` does with q workers;
+    ``bo_options`` join bo's options (``bo`` and ``bo_ref``)."""
     from nago_spec.strategies import STRATEGIES
 
     problem = task.problem
@@ -266,7 +271,9 @@ def run_ours(name: str, task: Task) -> np.ndarray:
         problem = dataclasses.replace(problem, objectives=tuple(
             dataclasses.replace(o, ref=r if o.direction == "minimize" else -r)
             for o, r in zip(problem.objectives, task.bench.ref)))
-    options = task.spec.search.options if task.spec.search.strategy == name else {}
+    options = dict(task.spec.search.options) if task.spec.search.strategy == name else {}
+    if name == "bo":
+        options.update(bo_options or {})
     strategy = STRATEGIES.get(name)(problem, seed=task.seed, initial=task.initial, batch=task.batch,
                                     options=options)
     rec = Recorder(task)
@@ -532,13 +539,13 @@ def quiet_libraries():
             optuna.logging.set_verbosity(verbosity)
 
 
-def run_one(name: str, method: str, seed: int, evals: int | None, initial: int, batch: int
-            ) -> tuple[float, float, list[list[float]]]:
+def run_one(name: str, method: str, seed: int, evals: int | None, initial: int, batch: int,
+            bo_options: Mapping[str, Any] | None = None) -> tuple[float, float, list[list[float]]]:
     """(hypervolume, wall seconds, scored points) of one method on one problem, seed and batch size."""
     task = Task.load(PROBLEMS[name], seed, evals, initial, batch)
     with quiet_libraries():
         start = time.perf_counter()
-        F = run_ours(method, task) if method in OURS else REFERENCE_RUNNERS[method](task)
+        F = run_ours(method, task, bo_options) if method in OURS else REFERENCE_RUNNERS[method](task)
         seconds = time.perf_counter() - start
     return hypervolume(F, task.ref), seconds, F.tolist()
 
@@ -565,6 +572,7 @@ def run_benchmark(
     log: Callable[[str], None] = lambda s: None, done: Mapping[tuple[str, int, str, int, int], Any] | None = None,
     record: Callable[[tuple[str, int, str, int, int], Any], None] = lambda key, out: None,
     method_seeds: Mapping[str, int] | None = None, read_only: bool = False,
+    bo_options: Mapping[str, Any] | None = None,
 ) -> list[ProblemResult]:
     """Every method on every problem at every batch size and seeds 0 .. seeds-1; ``jobs`` runs at a time.
 
@@ -572,6 +580,8 @@ def run_benchmark(
     earlier, which are read back instead of run; ``record`` is told each run as it finishes.
     ``method_seeds`` caps the seeds of some methods (the slowest reference), where finished runs of
     more seeds are still read back. ``read_only`` runs nothing: the tables show the finished runs.
+    ``bo_options`` join bo's options in every run of ``bo`` and ``bo_ref`` (``done`` must hold only runs
+    made with them: ``_run_log`` keeps those).
     """
     done = dict(done or {})
     reasons = {m: unavailable(m) for m in methods}
@@ -603,7 +613,8 @@ def run_benchmark(
     todo = [] if read_only else [(res, m, s) for res, m, s in work if key(res, m, s) not in done]
     work = [(res, m, s) for res, m, s in work if key(res, m, s) in done or not read_only]
     if jobs <= 1:
-        fresh = (_safe(run_one, res.bench.name, m, s, res.budget, initial, res.batch) for res, m, s in todo)
+        fresh = (_safe(run_one, res.bench.name, m, s, res.budget, initial, res.batch, bo_options)
+                 for res, m, s in todo)
     else:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(threads)
@@ -611,7 +622,7 @@ def run_benchmark(
 
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
-        futures = [pool.submit(_safe, run_one, res.bench.name, m, s, res.budget, initial, res.batch)
+        futures = [pool.submit(_safe, run_one, res.bench.name, m, s, res.budget, initial, res.batch, bo_options)
                    for res, m, s in todo]
         fresh = (f.result() for f in futures)
     for (res, m, s), out in zip(todo, fresh):
@@ -699,6 +710,8 @@ def header(args: argparse.Namespace) -> list[str]:
          "qLogNEHVI with 128 Sobol samples, 10 restarts, 512 raw samples and the scoring reference point, "
          "NSGA-II with population = the design size"),
     ]
+    if args.bo_options:
+        lines.append("bo's options (bo and bo_ref): " + ", ".join(f"{k} = {v!r}" for k, v in args.bo_options.items()))
     if "optuna" in args.methods:
         try:
             import greenlet  # noqa: F401
@@ -799,6 +812,7 @@ def to_json(results: list[ProblemResult], args: argparse.Namespace, batch4: floa
         "initial": args.initial,
         "bo_batch4_seconds": batch4,
         "bo_batch4_observations": args.batch4_at,
+        "bo_options": args.bo_options,
         "problems": [
             {
                 "problem": r.bench.name,
@@ -816,20 +830,27 @@ def to_json(results: list[ProblemResult], args: argparse.Namespace, batch4: floa
     }
 
 
-def _run_log(path: Path) -> tuple[dict[tuple[str, int, str, int, int], Any], Callable[[Any, Any], None]]:
-    """The runs a JSON-lines file holds, and a function appending one to it."""
+def _run_log(path: Path, bo_options: Mapping[str, Any] | None = None
+             ) -> tuple[dict[tuple[str, int, str, int, int], Any], Callable[[Any, Any], None]]:
+    """The runs a JSON-lines file holds, and a function appending one to it. A run of bo (or bo_ref) is
+    read back only where it was made with ``bo_options`` (a line without them was made with none)."""
+    bo_options = dict(bo_options or {})
     done = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
+                if r["method"] in ("bo", "bo_ref") and r.get("bo_options", {}) != bo_options:
+                    continue
                 done[(r["problem"], r["batch"], r["method"], r["seed"], r["budget"])] = (r["hv"], r["seconds"], r["F"])
 
     def record(key: tuple[str, int, str, int, int], out: Any) -> None:
         problem, batch, method, seed, budget = key
+        row = {"problem": problem, "batch": batch, "method": method, "seed": seed, "budget": budget}
+        if method in ("bo", "bo_ref") and bo_options:
+            row["bo_options"] = bo_options
         with path.open("a") as f:
-            f.write(json.dumps({"problem": problem, "batch": batch, "method": method, "seed": seed, "budget": budget,
-                                "hv": out[0], "seconds": out[1], "F": out[2]}) + "\n")
+            f.write(json.dumps({**row, "hv": out[0], "seconds": out[1], "F": out[2]}) + "\n")
 
     return done, record
 
@@ -850,6 +871,17 @@ def _method_seeds(text: str) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"expected METHOD=N with a method of {', '.join(METHODS)}, got {item!r}")
         out[name] = int(n)
     return out
+
+
+def _bo_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE, the value read as TOML (``scalarise_every=0``, ``batch_rule="believer"``)."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key.strip():
+            raise ValueError
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except (ValueError, tomllib.TOMLDecodeError):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a TOML value, got {text!r}") from None
 
 
 def _batches(text: str) -> list[int]:
@@ -883,7 +915,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--runs", type=Path, default=None,
                     help="a JSON-lines file of finished runs: read back instead of rerun, and appended to as "
                          "runs finish (so a long run can be resumed, or methods added later)")
+    ap.add_argument("--bo-option", type=_bo_option, action="append", default=[], metavar="KEY=VALUE",
+                    help="one of bo's options (README, [search.options]) for every run of bo and bo_ref, e.g. "
+                         "scalarise_every=0; repeatable. A --runs file reads back only bo runs made with the same")
     args = ap.parse_args(argv)
+    args.bo_options = dict(args.bo_option)
+    if args.bo_options:
+        from nago_spec.strategies.bo import BOStrategy
+
+        try:  # the strategy judges its options, as a spec's load does
+            BOStrategy(Task.load(PROBLEMS["zdt1"], 0, 10, 2).problem, seed=0, options=args.bo_options)
+        except ValueError as exc:
+            ap.error(f"--bo-option: {exc}")
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
     if min(args.seeds, args.initial, args.jobs, args.threads) < 1 or (args.evals is not None and args.evals < 1):
@@ -898,11 +941,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(flush=True)
     done, record = {}, lambda key, out: None
     if args.runs is not None:
-        done, record = _run_log(args.runs)
+        done, record = _run_log(args.runs, args.bo_options)
     results = run_benchmark(args.problems, args.methods, args.seeds, args.evals, args.initial, args.batches,
                             args.jobs, args.threads, 0.3 if args.quick else 1.0,
                             log=lambda s: print(s, file=sys.stderr, flush=True), done=done, record=record,
-                            method_seeds=args.method_seeds, read_only=args.report)
+                            method_seeds=args.method_seeds, read_only=args.report, bo_options=args.bo_options)
     for res in results:
         for line in table(res):
             print(line)

@@ -187,3 +187,33 @@ def test_nb201_objectives_match_the_table():
     assert values["int8_error"] == pytest.approx(1 - float(row["ptq_accuracy"]) / 100)
     assert values["params"] == pytest.approx(problems.nb201_params("232140") / problems.NB201_MAX_PARAMS)
     assert [o.cheap for o in Evaluator(spec).problem(None).objectives] == [False, False, True]
+
+
+def test_bo_options_reach_every_bo_run_and_keep_their_runs_apart(monkeypatch, capsys, tmp_path):
+    from nago_spec.strategies.bo import BOStrategy
+
+    seen = []
+    init = BOStrategy.__init__
+
+    def spy(self, problem, **kw):
+        init(self, problem, **kw)
+        seen.append(self._scalarise_every)
+
+    monkeypatch.setattr(BOStrategy, "__init__", spy)
+    runs = tmp_path / "runs.jsonl"
+    argv = ["--problems", "kursawe", "--methods", "bo,bo_ref", "--seeds", "1", "--evals", "8", "--initial", "6",
+            "--batches", "1", "--batch4-at", "0", "--runs", str(runs)]
+    assert bench.main(argv) == 0 and seen == [0, 0]  # no cheap objective: no scalarised trials by default
+    seen.clear()
+    assert bench.main(argv + ["--bo-option", "scalarise_every=2"]) == 0
+    assert seen == [2, 2, 2]  # the option's check, then both runs: not read back from those without it
+    assert "bo's options (bo and bo_ref): scalarise_every = 2" in capsys.readouterr().out
+    lines = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert [r.get("bo_options") for r in lines] == [None, None, {"scalarise_every": 2}, {"scalarise_every": 2}]
+    seen.clear()
+    assert bench.main(argv + ["--bo-option", "scalarise_every=2"]) == 0 and seen == [2]  # runs read back
+    for bad in ("scalarise_every=-1", "no_such=1", "scalarise_every"):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv + ["--bo-option", bad])
+        assert exc.value.code == 2
+    assert "--bo-option" in capsys.readouterr().err
