@@ -287,7 +287,7 @@ def test_scalarised_trials_take_weights_spread_over_the_simplex():
     assert BOStrategy(problem, seed=0, options={**every3, "batch_rule": "usemo"}).scalarisation(2) is None
     single = Problem(problem.space, (ObjectiveInfo("f2", "minimize", False),))
     assert BOStrategy(single, seed=0, options=every3).scalarisation(2) is None
-    for bad in (-1, 2.5, True):
+    for bad in (-1, 2.5, True, "3"):
         with pytest.raises(ValueError, match="scalarise_every"):
             BOStrategy(problem, seed=0, options={"scalarise_every": bad})
 

@@ -190,7 +190,8 @@ class BOStrategy(Strategy):
         every = self.options["scalarise_every"]
         if every is None:
             every = self.SCALARISE_EVERY if any(o.cheap for o in objs) else 0
-        elif isinstance(every, bool) or not float(every).is_integer() or every < 0:
+        elif (isinstance(every, bool) or not isinstance(every, (int, float)) or not float(every).is_integer()
+              or every < 0):
             raise ValueError(f"scalarise_every = {every}: must be 0 (never) or a positive whole number of trials")
         self._scalarise_every = int(every)
         self._names = [o.name for o in objs]
@@ -340,7 +341,7 @@ class BOStrategy(Strategy):
             u = choose(tid, T, weights)
             if weights is not None and success is not None and self._p_success(success, u) < 0.5:
                 # a weight's direction may lead only into a region where trials fail, and the scalarised
-                # improvement has nowhere else to go: the hypervolume's gaps elsewhere have
+                # improvement has nowhere else to go, while the hypervolume still has gaps elsewhere
                 log.debug("trial %d: the scalarised point would likely fail; choosing by hypervolume", tid)
                 u = choose(tid, T, None)
             out[j] = u

@@ -68,7 +68,7 @@ class _Scalarised:
     accurate than any observed and larger) gains where its weights ask for it."""
 
     weights: torch.Tensor  # m
-    ref: torch.Tensor  # m, the outer reference point (normalised units)
+    ref: torch.Tensor  # m, normalised: the outer reference point in cheap objectives, the inner in modelled ones
     best: torch.Tensor  # S
     size: int = 1
     ALPHA = 0.05  # the augmentation (Knowles 2006, BoTorch's get_chebyshev_scalarization)
