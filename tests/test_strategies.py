@@ -270,14 +270,14 @@ def test_a_given_reference_bounds_the_credit_and_the_front_still_grows_without_o
 
 def test_scalarised_trials_take_weights_spread_over_the_simplex():
     problem, _ = zdt1_problem(3)
-    s = BOStrategy(problem, seed=0, options={"scalarise_every": 3})
+    every3 = {"scalarise_every": 3}
+    s = BOStrategy(problem, seed=0, options=every3)
     ids = [t for t in range(60) if s.scalarisation(t) is not None]
     assert ids == list(range(2, 60, 3))  # every third trial
     W = np.array([s.scalarisation(t) for t in ids])
     assert np.allclose(W.sum(axis=1), 1.0) and (W >= 0).all()
     # stratified, not merely random: 16 consecutive scalarised trials put one weight in each sixteenth
     assert sorted(np.floor(W[:16, 0] * 16).astype(int)) == list(range(16))
-    every3 = {"scalarise_every": 3}
     assert np.array_equal(W, [BOStrategy(problem, seed=0, options=every3).scalarisation(t) for t in ids])
     assert not np.allclose(W, [BOStrategy(problem, seed=1, options=every3).scalarisation(t) for t in ids])
     three = Problem(problem.space, tuple(ObjectiveInfo(f"f{i}", "minimize", False) for i in range(3)))
@@ -300,6 +300,7 @@ def test_scalarised_trials_by_default_only_where_an_objective_is_cheap():
     s = BOStrategy(cheap, seed=0)
     assert [t for t in range(30) if s.scalarisation(t) is not None] == list(range(2, 30, 3))
     assert BOStrategy(cheap, seed=0, options={"scalarise_every": 0}).scalarisation(2) is None
+    assert BOStrategy(cheap, seed=0, options={"scalarise_every": np.int64(4)}).scalarisation(3) is not None
     blind = Problem(cheap.space, (dataclasses.replace(cheap.objectives[0], cheap=False), cheap.objectives[1]))
     assert all(BOStrategy(blind, seed=0).scalarisation(t) is None for t in range(30))
     assert [t for t in range(30) if BOStrategy(blind, seed=0, options={"scalarise_every": 5}).scalarisation(t)

@@ -4,6 +4,7 @@ each point chosen by a noisy expected hypervolume improvement (qNEHVI's idea) ti
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ class BOStrategy(Strategy):
         every = self.options["scalarise_every"]
         if every is None:
             every = self.SCALARISE_EVERY if any(o.cheap for o in objs) else 0
-        elif (isinstance(every, bool) or not isinstance(every, (int, float)) or not float(every).is_integer()
+        elif (isinstance(every, bool) or not isinstance(every, numbers.Real) or not float(every).is_integer()
               or every < 0):
             raise ValueError(f"scalarise_every = {every}: must be 0 (never) or a positive whole number of trials")
         self._scalarise_every = int(every)
