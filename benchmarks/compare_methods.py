@@ -18,6 +18,7 @@ evaluations.
 
     python benchmarks/compare_methods.py [--seeds 3] [--seeds-of rnag-bo=2] [--out runs/compare] [--methods hnag-bo,rnag-bo]
         [--png-fronts docs/methods_fronts.png] [--png-hv docs/methods_hv.png] [--json results.json]
+        [--bo-option scalarise_every=2 ...]
 
 Runs already finished in ``--out`` are resumed (read back), not repeated.
 """
@@ -30,10 +31,13 @@ import re
 import statistics
 import sys
 import tempfile
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from nago_spec.errors import SpecError
 from nago_spec.pareto import hypervolume, non_dominated
 from nago_spec.spec import load_spec
 from nago_spec.store import Store, TrialState
@@ -52,8 +56,9 @@ METHODS = {  # name: (spec, strategy, conv_type line for [space] or None)
 }
 
 
-def method_spec(method: str, where: Path, pop_size: int, data: Path | None) -> Path:
-    """A copy of the method's spec with its strategy, the data path made absolute (or ``data``)."""
+def method_spec(method: str, where: Path, pop_size: int, data: Path | None, bo_options: Sequence[str] = ()) -> Path:
+    """A copy of the method's spec with its strategy, the data path made absolute (or ``data``), and for
+    the bo methods the ``bo_options`` lines (``KEY = VALUE``, TOML) as its ``[search.options]``."""
     source, strategy, conv_type = METHODS[method]
     source = ROOT / source
     spec = load_spec(source)
@@ -62,8 +67,9 @@ def method_spec(method: str, where: Path, pop_size: int, data: Path | None) -> P
     text = re.sub(r'(?m)^path = ".*"', f'path = "{(data or spec.data.path).resolve()}"', text)
     if conv_type:
         text = text.replace("\n[space]\n", f"\n[space]\n{conv_type}\n")
-    if strategy == "evolution":
-        text = text.replace("\n[run]\n", f"\n[search.options]\npop_size = {pop_size}\n\n[run]\n")
+    options = [f"pop_size = {pop_size}"] if strategy == "evolution" else list(bo_options) if strategy == "bo" else []
+    if options:
+        text = text.replace("\n[run]\n", "\n[search.options]\n" + "\n".join(options) + "\n\n[run]\n")
     path = where / f"{method}.toml"
     path.write_text(text)
     return path
@@ -147,7 +153,21 @@ def main() -> int:
     parser.add_argument("--earlier", type=Path, default=None, metavar="JSON",
                         help="an earlier --json: its methods' fronts are scored in one box with these runs "
                              "(a method also run now is labelled 'METHOD (earlier)')")
+    parser.add_argument("--bo-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of bo ([search.options], README) for the bo methods, VALUE in TOML; "
+                             "repeatable. Runs already in --out are read back as they are: give a fresh --out")
     args = parser.parse_args()
+    bo_options = []
+    for item in args.bo_option:
+        key, eq, value = (x.strip() for x in item.partition("="))
+        try:
+            tomllib.loads(f"{key} = {value}")
+        except tomllib.TOMLDecodeError:
+            eq = ""
+        if not (key and eq):
+            print(f"--bo-option {item!r}: give KEY=VALUE with a TOML value, as in scalarise_every=2", file=sys.stderr)
+            return 2
+        bo_options.append(f"{key} = {value}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -167,12 +187,18 @@ def main() -> int:
         return 2
     where = args.out or Path(tempfile.mkdtemp(prefix="compare_methods_"))
     where.mkdir(parents=True, exist_ok=True)
+    for method in methods:  # a bad --bo-option stops here, before any run
+        try:
+            load_spec(method_spec(method, where, args.pop_size, args.data, bo_options))
+        except SpecError as exc:
+            print(f"--bo-option: {exc}", file=sys.stderr)
+            return 2
     runs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     walls: dict[tuple[str, int], float] = {}
     failed: dict[tuple[str, int], int] = {}  # trials FAILED (networks that did not learn, ...)
     for seed in range(args.seeds):
         for method in (m for m in methods if seed < seeds[m]):
-            spec = method_spec(method, where, args.pop_size, args.data)
+            spec = method_spec(method, where, args.pop_size, args.data, bo_options)
             run_dir = run(spec, RunOptions(out=where / f"{method}-{seed}", seed=seed, mode="quiet"))
             with Store(run_dir / "study.db") as store:
                 trials = store.trials()

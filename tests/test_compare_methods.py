@@ -37,6 +37,25 @@ def test_each_method_is_its_spec_with_its_strategy_and_an_absolute_data_path(tmp
         assert dict(spec.search.options) == ({"pop_size": 6} if strategy == "evolution" else {})
 
 
+def test_bo_options_reach_the_bo_methods_only_and_a_bad_one_stops_before_any_run(tmp_path, shared_data, monkeypatch,
+                                                                                 capsys):
+    m = load_benchmark("compare_methods")
+    data = shared_data / "fashion-mnist"
+    for method, (_, strategy, _) in m.METHODS.items():
+        spec = load_spec(m.method_spec(method, tmp_path, pop_size=6, data=data, bo_options=["scalarise_every = 2"]))
+        assert dict(spec.search.options) == {"bo": {"scalarise_every": 2}, "evolution": {"pop_size": 6}}.get(strategy, {})
+    ran = []
+    monkeypatch.setattr(m, "run", lambda *a, **k: ran.append(a))
+    for bad, why in (("no_such=1", "unknown option for strategy 'bo'"), ("scalarise_every=-1", "must be 0 (never)"),
+                     ("scalarise_every", "give KEY=VALUE"), ("scalarise_every=[1", "give KEY=VALUE")):
+        monkeypatch.setattr("sys.argv", ["compare_methods.py", "--methods", "hnag-bo,hnag-random", "--data", str(data),
+                                         "--out", str(tmp_path / "out"), "--bo-option", bad])
+        assert m.main() == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    assert not ran
+
+
 def test_an_earlier_results_fronts_are_scored_in_one_box_with_the_new_runs():
     m = load_benchmark("compare_methods")
     val = np.array([[0.30, 10.0], [0.20, 20.0]])
