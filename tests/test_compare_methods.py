@@ -43,7 +43,8 @@ def test_bo_options_reach_the_bo_methods_only_and_a_bad_one_stops_before_any_run
     data = shared_data / "fashion-mnist"
     for method, (_, strategy, _) in m.METHODS.items():
         spec = load_spec(m.method_spec(method, tmp_path, pop_size=6, data=data, bo_options=["scalarise_every = 2"]))
-        assert dict(spec.search.options) == {"bo": {"scalarise_every": 2}, "evolution": {"pop_size": 6}}.get(strategy, {})
+        expected = {"bo": {"scalarise_every": 2}, "evolution": {"pop_size": 6}}.get(strategy, {})
+        assert dict(spec.search.options) == expected
     ran = []
     monkeypatch.setattr(m, "run", lambda *a, **k: ran.append(a))
     for bad, why in (("no_such=1", "unknown option for strategy 'bo'"), ("scalarise_every=-1", "must be 0 (never)"),
