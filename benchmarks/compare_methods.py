@@ -187,11 +187,11 @@ def main() -> int:
         return 2
     where = args.out or Path(tempfile.mkdtemp(prefix="compare_methods_"))
     where.mkdir(parents=True, exist_ok=True)
-    for method in methods:  # a bad --bo-option stops here, before any run
+    for method in methods:  # a bad --bo-option stops here, before any run; the spec's error names the key
         try:
             load_spec(method_spec(method, where, args.pop_size, args.data, bo_options))
         except SpecError as exc:
-            print(f"--bo-option: {exc}", file=sys.stderr)
+            print(exc, file=sys.stderr)
             return 2
     runs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     walls: dict[tuple[str, int], float] = {}
