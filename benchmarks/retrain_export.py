@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     changes = {"epochs": a.epochs, "lr": a.lr, "cutout": a.cutout, "crop_padding": a.crop_padding,
                "flip": a.flip or None}
     t = dataclasses.replace(spec.final_train(), **{k: v for k, v in changes.items() if v is not None})
-    print(f"trial {entry['trial']} sample {entry['sample']}: {n:,} params (exported {entry['params']:,}), stage channels "
-          f"{arch.stage_channels}; {t.epochs:g} epochs at lr {t.lr:g}, weight decay {t.weight_decay:g}, cutout "
+    print(f"trial {entry['trial']} sample {entry['sample']}: {n:,} params (exported {entry['params']:,}), "
+          f"stage channels {arch.stage_channels}; {t.epochs:g} epochs at lr {t.lr:g}, weight decay {t.weight_decay:g}, cutout "
           f"{t.cutout}, crop padding {t.crop_padding}, flip {str(t.flip).lower()}; {len(data.y_train):,} training "
           "images", flush=True)
     start = time.perf_counter()
