@@ -1,13 +1,14 @@
 """Final-train an exported network again, from its manifest, with its recipe changed or its channels scaled.
 
     python benchmarks/retrain_export.py MANIFEST [--model I] [--spec SPEC] [--seed N] [--param-budget N]
-        [--epochs E] [--lr LR] [--cutout N] [--crop-padding N] [--flip]
+        [--epochs E] [--lr LR] [--cutout N] [--crop-padding N] [--flip] [--max-seconds S]
 
 The network is model I (default 0) of an export's manifest.json: its generator point and seed, on the
 data of the run's spec (default: the spec.toml of the run the manifest is in; ``--seed`` sets the spec's
 seed, which draws the train/validation split, for a manifest kept without its run). Unchanged, it is
 the export's final training, step for step, so its test accuracy is the manifest's. ``--param-budget``
-samples the same graphs with the channels of another budget; the others change [export]'s recipe.
+samples the same graphs with the channels of another budget; the others change [export]'s recipe
+(a wider or longer training may need ``--max-seconds``: the spec's cap compresses its schedule).
 Prints the network and the recipe, then its validation and test accuracy beside the manifest's.
 docs/RESULTS.md §3 widened the most accurate networks of the lightweight search with it. One torch
 thread, on the CPU.
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cutout", type=int)
     ap.add_argument("--crop-padding", type=int)
     ap.add_argument("--flip", action="store_true")
+    ap.add_argument("--max-seconds", type=float, help="the training's time cap (default [export].max_seconds; 0: none)")
     a = ap.parse_args(argv)
 
     import torch
@@ -75,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     changes = {"epochs": a.epochs, "lr": a.lr, "cutout": a.cutout, "crop_padding": a.crop_padding,
                "flip": a.flip or None}
     t = dataclasses.replace(spec.final_train(), **{k: v for k, v in changes.items() if v is not None})
+    if a.max_seconds is not None:
+        t = dataclasses.replace(t, max_seconds=a.max_seconds or None)
     print(f"trial {entry['trial']} sample {entry['sample']}: {n:,} params (exported {entry['params']:,}), "
-          f"stage channels {arch.stage_channels}; {t.epochs:g} epochs at lr {t.lr:g}, weight decay {t.weight_decay:g}, cutout "
-          f"{t.cutout}, crop padding {t.crop_padding}, flip {str(t.flip).lower()}; {len(data.y_train):,} training "
-          "images", flush=True)
+          f"stage channels {arch.stage_channels}; {t.epochs:g} epochs at lr {t.lr:g}, weight decay "
+          f"{t.weight_decay:g}, cutout {t.cutout}, crop padding {t.crop_padding}, flip {str(t.flip).lower()}"
+          + ("" if t.max_seconds is None else f", capped at {t.max_seconds:g} s ([export].max_seconds)")
+          + f"; {len(data.y_train):,} training images", flush=True)
     start = time.perf_counter()
     result = fit(model, data, t, seed)
     test_accuracy, _ = evaluate(model, data.x_test, data.y_test)

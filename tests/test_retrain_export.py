@@ -24,8 +24,10 @@ def test_an_export_trained_again_unchanged_repeats_its_final_training_and_a_larg
     test = float(re.search(r"test accuracy (\d\.\d{4})", last).group(1))
     assert test == round(entry["metrics"]["test_accuracy"], 4)  # the export's final training, step for step
     wider = 2 * 3000  # tiny_spec's fixed param_budget
-    assert retrain.main([str(manifest), "--param-budget", str(wider), "--epochs", "0.2", "--cutout", "2"]) == 0
+    assert retrain.main([str(manifest), "--param-budget", str(wider), "--epochs", "0.2", "--cutout", "2",
+                         "--max-seconds", "60"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
+    assert "capped at 60 s" in first
     assert int(re.search(r": ([\d,]+) params", first).group(1).replace(",", "")) > entry["params"]
     assert "0.2 epochs" in first and "cutout 2" in first
     assert retrain.main([str(manifest), "--model", "99"]) == 2
