@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=int, default=0, help="index in the manifest's models (default 0)")
     ap.add_argument("--spec", type=Path, help="the run's spec (default: MANIFEST/../../spec.toml)")
     ap.add_argument("--seed", type=int, help="the run's seed, where the spec is not the run's own")
-    ap.add_argument("--param-budget", type=float, help="the generator point's param_budget (scales the channels)")
+    ap.add_argument("--param-budget", type=int, help="the generator point's param_budget (scales the channels)")
     ap.add_argument("--epochs", type=float)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--cutout", type=int)
