@@ -7,7 +7,8 @@ The network is model I (default 0) of an export's manifest.json: its generator p
 data of the run's spec (default: the spec.toml of the run the manifest is in; ``--seed`` sets the spec's
 seed, which draws the train/validation split, for a manifest kept without its run). Unchanged, it is
 the export's final training, step for step, so its test accuracy is the manifest's. ``--param-budget``
-samples the same graphs with the channels of another budget; the others change [export]'s recipe
+samples the same graphs with the channels of another budget (default: the spec's [export].param_budget,
+else the point's own); the others change [export]'s recipe
 (a wider or longer training may need ``--max-seconds``: the spec's cap compresses its schedule).
 Prints the network and the recipe, then its validation and test accuracy beside the manifest's.
 docs/RESULTS.md §3 widened the most accurate networks of the lightweight search with it. One torch
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=int, default=0, help="index in the manifest's models (default 0)")
     ap.add_argument("--spec", type=Path, help="the run's spec (default: MANIFEST/../../spec.toml)")
     ap.add_argument("--seed", type=int, help="the run's seed, where the spec is not the run's own")
-    ap.add_argument("--param-budget", type=int, help="the generator point's param_budget (scales the channels)")
+    ap.add_argument("--param-budget", type=int, help="build the graphs at this param_budget's widths "
+                    "(default: [export].param_budget, else the point's)")
     ap.add_argument("--epochs", type=float)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--cutout", type=int)
@@ -60,14 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.seed is not None:
         spec = dataclasses.replace(spec, seed=a.seed)
-    params = dict(entry["generator_params"])
-    if a.param_budget is not None and "param_budget" in params:  # searched: the point's value
-        params["param_budget"] = a.param_budget
-    elif a.param_budget is not None:  # fixed: the spec's
-        spec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, param_budget=a.param_budget))
     seed = entry["seed"]
     data = load_data(spec, full=spec.export.full_data)
-    arch = sample_architecture(spec, params, seed, DataShape.of(data))
+    budget = spec.export.param_budget if a.param_budget is None else a.param_budget
+    arch = sample_architecture(spec, entry["generator_params"], seed, DataShape.of(data), budget)
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
     n = sum(p.numel() for p in model.parameters())
     if a.param_budget is None and n != entry["params"]:

@@ -148,12 +148,17 @@ def generator_config(spec: Spec, params: Mapping[str, Any]):
     return rnag_config(spec, params) if spec.space.kind == "rnag" else hnag_config(spec, params)
 
 
-def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape: DataShape):
-    """The architecture a point generates with ``seed``."""
+def sample_architecture(spec: Spec, params: Mapping[str, Any], seed: int, shape: DataShape,
+                        param_budget: int | None = None):
+    """The architecture a point generates with ``seed``; ``param_budget``: the same graphs at this
+    budget's widths instead of the point's ([export].param_budget)."""
     from nago_spec.generator import sample_architecture as sample
 
+    config = generator_config(spec, params)
+    if param_budget is not None:
+        config = dataclasses.replace(config, param_budget=param_budget)
     return sample(
-        generator_config(spec, params),
+        config,
         seed,
         in_channels=shape.in_channels,
         image_size=shape.image_size,

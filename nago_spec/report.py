@@ -415,6 +415,8 @@ def _final_section(m: dict[str, Any]) -> list[str]:
               f"{f.get('optimizer', 'sgd')} at lr {f['lr']:g}" + (f" ({f['warmup_epochs']:g} warm-up)" if f.get("warmup_epochs") else "")
               + f", batch {f['batch_size']}, augmentation: {aug}"
               + (", on the whole training split (not [data].limit's subsample)" if f.get("full_data") else "")
+              + (f", widths scaled to param_budget {f['param_budget']:,} (the searched graphs, another width: the "
+                 "search's validation accuracy is of the narrower network)" if f.get("param_budget") else "")
               + "; test accuracy on the held-out test split, mean ± std "
               "over the samples."), ""]
 

@@ -302,6 +302,9 @@ class ExportSpec:
     (the validation split is then carved from the whole split, with the same fraction and seed).
     ``quantize``: twins written beside each float32 model ("int8": static QDQ calibrated on
     ``calibration_images`` stratified training images; "fp16"), each measured against its parent.
+    ``param_budget``: build the final models with this budget in place of the point's (searched or
+    fixed): the same graphs from the same seeds, every width scaled to it (NAGO.md §1.6), so a search
+    of small, quickly trained networks deploys wider ones. None: the searched networks as they are.
     """
 
     onnx: bool = True
@@ -323,6 +326,7 @@ class ExportSpec:
     full_data: bool = False
     quantize: tuple[str, ...] = ()
     calibration_images: int = 512
+    param_budget: int | None = None
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ def _build_spec(rep: _Report, raw: dict[str, Any], file: Path) -> Spec:
         "full_data": _boolean,
         "quantize": _schemes,
         "calibration_images": _integer(ge=1),
+        "param_budget": _integer(ge=1),
     })
     if search.record and space.kind == "params":
         rep.add("[search].record", "needs a network space (kind = \"hnag\" or \"rnag\"): the built-in objectives "

@@ -617,7 +617,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
             "params": _mean_std([m["params"] for m in mine]),
             "test_accuracy": _mean_std([m["metrics"]["test_accuracy"] for m in mine]),
             "val_accuracy": _mean_std([m["metrics"]["val_accuracy"] for m in mine]),
-            **_against_search(t, mine, comparable=not e.full_data),
+            **_against_search(t, mine, comparable=not e.full_data and e.param_budget is None),
         })
     return {
         "spec": spec.name,
@@ -636,6 +636,7 @@ def build_manifest(spec: Spec, chosen: list[TrialRecord], finals: dict[tuple[int
             "label_smoothing": f.label_smoothing,
             "augment": {"crop_padding": f.crop_padding, "flip": f.flip, "cutout": f.cutout},
             "full_data": e.full_data,
+            "param_budget": e.param_budget,
             "opset": e.opset,
         },
         "points": points,
@@ -657,7 +658,8 @@ def _against_search(t: TrialRecord, models: list[dict[str, Any]], comparable: bo
     """The search's validation accuracy of the architecture the final training's sample 0 retrained, and
     whether the final recipe fell below it (more epochs and augmentation should not lose accuracy on
     the same validation split; when they do, the augmentation usually does not suit the network or
-    the image size). Not ``comparable`` (``[export].full_data``: another validation split): no verdict."""
+    the image size). Not ``comparable`` (``[export].full_data``: another validation split;
+    ``[export].param_budget``: another width of the graphs): no verdict."""
     searched = [smp.get("train", {}).get("val_accuracy") for smp in t.samples[:1]]
     final = [m["metrics"]["val_accuracy"] for m in models if m["sample"] == 0]
     if not searched or searched[0] is None or not final:

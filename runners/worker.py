@@ -230,7 +230,7 @@ def _final_train_export(
     data = load_data(spec, full=e.full_data, device=device)
     # sample 0 is the architecture the search trained (a promotion's: its configuration's)
     seed = sample_seed(spec.seed, trial_id if config is None else config, sample)
-    arch = sample_architecture(spec, params, seed, DataShape.of(data))
+    arch = sample_architecture(spec, params, seed, DataShape.of(data), e.param_budget)
     model = nn.Sequential(Normalize(data.mean, data.std), build_network(arch, seed))
     start = time.perf_counter()
     result = fit(model, data, spec.final_train(), seed, device)

@@ -256,3 +256,41 @@ def test_augmented_final_training_is_recorded(tiny_spec, tmp_path):
     assert m["final"]["augment"] == {"crop_padding": 1, "flip": False, "cutout": 3}
     assert m["models"][0]["latency_ms"] is None
     assert "augmentation: crop_padding 1, cutout 3" in (out / "report.md").read_text()
+
+
+def test_export_param_budget_widens_the_searched_graphs(tiny_spec, tmp_path, digits):
+    """[export].param_budget: each final model is its point's architecture, the same graphs from the same
+    seed, at another budget's widths (search small networks, deploy wider ones); the manifest records
+    the budget, and the search's accuracy, of the narrower network, is shown but not judged against."""
+    spec = tmp_path / "wide.toml"
+    spec.write_text(tiny_spec.read_text().replace("samples = 2", "samples = 2\nparam_budget = 12000\nlatency = false"))
+    out = tmp_path / "run"
+    run(spec, RunOptions(out=out, budget=2, mode="quiet"))
+    m = _manifest(out)
+    assert m["final"]["param_budget"] == 12000 and len(m["models"]) == 2 and m["failed"] == []
+    resolved = load_spec(out / "spec.toml")
+    with Store(out / "study.db") as s:
+        searched = {t.id: t for t in s.trials()}
+    for e in m["models"]:
+        wide = sample_architecture(resolved, e["generator_params"], e["seed"], DataShape.of(digits), 12000)
+        narrow = sample_architecture(resolved, e["generator_params"], e["seed"], DataShape.of(digits))
+        assert wide.param_count() == e["params"] > 2 * narrow.param_count()
+        assert wide.top == narrow.top and [(c.dag, c.op_graphs) for c in wide.cells] == [
+            (c.dag, c.op_graphs) for c in narrow.cells]
+        assert all(w > n for w, n in zip(wide.stage_channels, narrow.stage_channels))
+        if e["sample"] == 0:  # the architecture the search trained, there at the point's budget
+            assert narrow.param_count() == searched[e["trial"]].values["params"]
+    (p,) = m["points"]
+    assert p["search_val_accuracy"] is not None and p["below_search"] is None
+    assert "widths scaled to param_budget 12,000" in (out / "report.md").read_text()
+    # without it the same run exports the searched sizes; the widened models move aside, not deleted
+    spec.write_text(spec.read_text().replace("param_budget = 12000\n", ""))
+    run(spec, RunOptions(out=out, budget=2, mode="quiet"))
+    m2 = _manifest(out)
+    assert m2["final"]["param_budget"] is None
+    assert [e["params"] for e in m2["models"]] == [
+        searched[e["trial"]].values["params"] if e["sample"] == 0 else e["params"] for e in m2["models"]]
+    wide = {(e["trial"], e["sample"]): e["params"] for e in m["models"]}
+    assert all(e["params"] < wide[e["trial"], e["sample"]] for e in m2["models"])
+    aside = json.loads((out / "models" / "superseded" / "manifest.json").read_text())
+    assert sorted(e["file"] for e in aside["models"]) == sorted(e["file"] for e in m["models"])

@@ -35,3 +35,8 @@ def test_an_export_trained_again_unchanged_repeats_its_final_training_and_a_larg
     other.write_text(tiny_spec.read_text().replace("head_width = 16", "head_width = 32"))
     assert retrain.main([str(manifest), "--spec", str(other)]) == 2
     assert "give the run's spec" in capsys.readouterr().err
+    # the spec's [export].param_budget is the default width: a run exported with it repeats; this one was not
+    widened = tmp_path / "widened.toml"
+    widened.write_text(tiny_spec.read_text().replace("[export]\n", f"[export]\nparam_budget = {wider}\n"))
+    assert retrain.main([str(manifest), "--spec", str(widened)]) == 2
+    assert "give the run's spec" in capsys.readouterr().err

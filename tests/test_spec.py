@@ -684,6 +684,8 @@ def test_every_strategy_option_default_is_a_toml_scalar_or_none():
         ("export", "cutout = -1", "[export].cutout = -1: must be an integer >= 0"),
         ("export", "crop_padding = 1.5", "[export].crop_padding = 1.5: must be an integer"),
         ("export", 'flip = "yes"', '[export].flip = "yes": must be true or false'),
+        ("export", "param_budget = 0", "[export].param_budget = 0: must be an integer >= 1"),
+        ("export", 'param_budget = "90k"', '[export].param_budget = "90k": must be an integer'),
     ],
 )
 def test_run_and_export_errors(tmp_path, section, body, line):
