@@ -69,6 +69,10 @@ def check_summary(spec_path: Path) -> dict[str, Any]:
         # the budget sizes the bottom-level convs only (NAGO.md §1.6); the real count includes stem, head, projections
         summary["sample_network"] = {"params_point": center, "param_budget": center.get("param_budget", spec.space.param_budget),
                                      **arch.summary()}
+        if spec.export.param_budget is not None:  # what the final training builds of the same sample
+            wide = sample_architecture(spec, center, sample_seed(spec.seed, 0, 0), shape, spec.export.param_budget)
+            summary["sample_network"]["exported"] = {"param_budget": spec.export.param_budget,
+                                                     "params": wide.param_count(), "stage_channels": wide.stage_channels}
     return summary
 
 
@@ -186,6 +190,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         for key in ("ops", "merges"):
             if n.get(key):
                 print(f"    {key}: " + ", ".join(f"{name} {count}" for name, count in n[key].items()))
+        if "exported" in n:
+            w = n["exported"]
+            print(f"    final training at [export].param_budget {w['param_budget']:,}: the same graphs with "
+                  f"{w['params']:,} params, stage channels {', '.join(map(str, w['stage_channels']))}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,6 +28,18 @@ def test_check_json_is_machine_readable(capsys):
     assert s["sample_network"]["params"] > 0 and s["sample_network"]["param_budget"] == 20000
 
 
+def test_check_shows_the_width_the_final_training_builds(tiny_spec, capsys):
+    tiny_spec.write_text(tiny_spec.read_text().replace("[export]\n", "[export]\nparam_budget = 12000\n"))
+    assert main(["check", "--json", str(tiny_spec)]) == 0
+    n = json.loads(capsys.readouterr().out)["sample_network"]
+    assert n["param_budget"] == 3000 and n["exported"]["param_budget"] == 12000
+    assert n["exported"]["params"] > 2 * n["params"]
+    assert all(w > c for w, c in zip(n["exported"]["stage_channels"], n["stage_channels"]))
+    assert main(["check", str(tiny_spec)]) == 0
+    assert f"final training at [export].param_budget 12,000: the same graphs with {n['exported']['params']:,} params" in (
+        capsys.readouterr().out)
+
+
 BAD = {
     "wrong type": ("[train]\nepochs = \"ten\"\n", r"\[train\]\.epochs = \"ten\""),
     "out of range": ("[data]\nval_fraction = 1.5\n", r"\[data\]\.val_fraction = 1\.5"),
